@@ -1,0 +1,33 @@
+# The two commands the README promises: `make demo` and `make test`. Every target installs what it needs first.
+SHELL := /bin/bash
+VENV  := .venv
+PY    := $(VENV)/bin/python
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: bootstrap control-plane lint typecheck test test-quick demo bench clean
+
+bootstrap:                ## Debian packages + .venv with the pinned dependencies
+	@./scripts/bootstrap.sh
+
+control-plane: bootstrap  ## build (once, cached in .cache/) the real kube-apiserver + etcd the e2e tests use
+	@if [ -x scripts/build-control-plane.sh ]; then ./scripts/build-control-plane.sh; fi
+
+lint: bootstrap           ## ruff + mypy --strict on the package
+	@echo "==> ruff"; $(VENV)/bin/ruff check operator tests bench scripts
+	@$(VENV)/bin/ruff format --check operator tests bench scripts
+	@echo "==> mypy --strict"; $(VENV)/bin/mypy
+
+test: lint control-plane  ## the whole suite: unit, real Redis/Valkey, real control plane
+	@echo "==> pytest (whole suite)"; $(PY) -m pytest -q -ra
+
+test-quick: lint          ## fast iteration: unit tests and real-Redis tests, no control plane
+	@$(PY) -m pytest -q -ra -m "not e2e and not slow"
+
+demo: bootstrap control-plane  ## a local control plane, a Redis cluster, the operator, the sample libraries
+	@$(PY) scripts/demo.py
+
+bench: bootstrap          ## benchmarks that print figures (see README "Performance")
+	@$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache

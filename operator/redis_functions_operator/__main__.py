@@ -1,0 +1,3 @@
+from redis_functions_operator.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,163 @@
+"""The Lua library model: what a Redis Functions library *is*, before any server sees it.
+
+Pure: no I/O, no Redis, no Kubernetes. Everything else in the package starts from a :class:`Library`.
+
+Why parse the shebang ourselves when Redis will do it anyway? Because the operator must know the library's name
+before it talks to Redis (to look it up with ``FUNCTION LIST LIBRARYNAME``, to detect two objects claiming the same
+name, to report it in status), and because a user deserves the same error Redis would give without a round trip.
+The rules mirror Redis 7.0 ``functionExtractLibMetaData`` (``functions.c``) and are pinned by unit tests against the
+exact wire messages listed in ``shared/docs/redis-functions-facts.md`` §2.3.
+
+The code is kept as the exact bytes that will be sent: Redis stores and returns ``library_code`` byte-exact (CRLF,
+trailing spaces and non-UTF-8 bytes included), so verification compares bytes, and the sha256 is over those bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+
+from redis_functions_operator.functions import RegisteredFunction, extract_functions
+
+#: Engines Redis 7 and Valkey 9 ship. The engine name is matched case-insensitively (``#!LUA`` is accepted).
+KNOWN_ENGINES = ("lua",)
+
+_LIBRARY_NAME = re.compile(rb"[A-Za-z0-9_]+")
+
+MSG_MISSING_METADATA = "Missing library metadata"
+MSG_INVALID_METADATA = "Invalid library metadata"
+MSG_NAME_NOT_GIVEN = "Library name was not given"
+MSG_NAME_TWICE = "Invalid metadata value, name argument was given multiple times"
+MSG_BAD_NAME = (
+    "Library names can only contain letters, numbers, or underscores(_) and must be at least one character long"
+)
+
+
+class LibraryError(ValueError):
+    """A library source Redis would refuse. ``message`` uses Redis' own wording; ``line`` is 1-based."""
+
+    def __init__(self, message: str, line: int = 1) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
+
+
+@dataclass(frozen=True)
+class Library:
+    """A parsed library: its name, engine, exact code bytes and their sha256, and the functions it registers."""
+
+    name: str
+    engine: str
+    code: bytes
+    functions: tuple[RegisteredFunction, ...] = field(default=())
+
+    @property
+    def sha256(self) -> str:
+        return code_sha256(self.code)
+
+    @property
+    def size(self) -> int:
+        return len(self.code)
+
+    def function_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.functions)
+
+
+def code_sha256(code: bytes) -> str:
+    """Hex sha256 of the exact code bytes: the identity of a library version on a node."""
+    return hashlib.sha256(code).hexdigest()
+
+
+def as_bytes(source: bytes | str) -> bytes:
+    """Library code as the bytes to send. Text is encoded as UTF-8 with nothing else changed (no newline fixing)."""
+    return source if isinstance(source, bytes) else source.encode("utf-8")
+
+
+def parse_library(source: bytes | str) -> Library:
+    """Parse a library source, raising :class:`LibraryError` with Redis' wording for anything Redis would refuse
+    at the metadata stage. Function extraction is best effort and never raises."""
+    code = as_bytes(source)
+    engine, name = parse_shebang(code)
+    return Library(name=name, engine=engine, code=code, functions=tuple(extract_functions(code)))
+
+
+def parse_shebang(code: bytes) -> tuple[str, str]:
+    """Return ``(engine, name)`` from the first line, as Redis 7.0 reads it.
+
+    Redis requires ``#!`` as the very first bytes (so a BOM, a blank line or a leading space is "Missing library
+    metadata"), splits the first line like ``sdssplitargs`` (spaces, tabs and a trailing ``\\r`` are separators,
+    double and single quotes group), takes the engine from the first word and accepts only ``name=`` metadata
+    (key matched case-insensitively).
+    """
+    if not code.startswith(b"#!"):
+        raise LibraryError(MSG_MISSING_METADATA)
+    end = code.find(b"\n")
+    if end < 0:
+        raise LibraryError(MSG_INVALID_METADATA)
+    parts = split_args(code[:end])
+    if not parts:
+        raise LibraryError(MSG_INVALID_METADATA)
+    engine = parts[0][2:]
+    name: bytes | None = None
+    for part in parts[1:]:
+        if part[:5].lower() == b"name=":
+            if name is not None:
+                raise LibraryError(MSG_NAME_TWICE)
+            name = part[5:]
+            continue
+        raise LibraryError(f"Invalid metadata value given: {part.decode('utf-8', 'replace')}")
+    if name is None:
+        raise LibraryError(MSG_NAME_NOT_GIVEN)
+    engine_text = engine.decode("utf-8", "replace")
+    if engine_text.lower() not in KNOWN_ENGINES:
+        raise LibraryError(f"Engine '{engine_text}' not found")
+    if not _LIBRARY_NAME.fullmatch(name):
+        raise LibraryError(MSG_BAD_NAME)
+    return engine_text.lower(), name.decode("ascii")
+
+
+_SPACE = b" \n\r\t\v\f\0"
+
+
+def split_args(line: bytes) -> list[bytes]:
+    """A faithful-enough port of Redis' ``sdssplitargs`` for the shebang line.
+
+    Raises :class:`LibraryError` ("Invalid library metadata") where ``sdssplitargs`` returns NULL: an unbalanced
+    quote, or a closing quote not followed by a space.
+    """
+    parts: list[bytes] = []
+    i, n = 0, len(line)
+    while True:
+        while i < n and line[i] in _SPACE:
+            i += 1
+        if i >= n:
+            return parts
+        current = bytearray()
+        quote: int | None = None
+        while True:
+            if i >= n:
+                if quote is not None:
+                    raise LibraryError(MSG_INVALID_METADATA)
+                break
+            c = line[i]
+            if quote is None:
+                if c in _SPACE:
+                    break
+                if c in (ord('"'), ord("'")):
+                    quote = c
+                else:
+                    current.append(c)
+            elif c == quote:
+                if i + 1 < n and line[i + 1] not in _SPACE:
+                    raise LibraryError(MSG_INVALID_METADATA)
+                quote = None
+                i += 1
+                break
+            elif c == ord("\\") and quote == ord('"') and i + 1 < n:
+                i += 1
+                current.append(line[i])
+            else:
+                current.append(c)
+            i += 1
+        parts.append(bytes(current))

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what `make test` and `make demo` need on a fresh Debian machine of the polyglot kind:
+# the Debian packages (redis-server 7.0, redis-sentinel, redis-tools, lua5.1, openssl) and a virtualenv in .venv with
+# the pinned Python dependencies. Idempotent and quick when everything is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+
+need_apt=()
+for pair in redis-server:redis-server redis-cli:redis-tools redis-sentinel:redis-sentinel lua5.1:lua5.1 openssl:openssl; do
+    cmd=${pair%%:*}; pkg=${pair##*:}
+    command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
+if ((${#need_apt[@]})); then
+    say "installing Debian packages: ${need_apt[*]}"
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+stamp=.venv/.installed
+if [ ! -x .venv/bin/python ]; then
+    say "creating the virtualenv .venv with $($PY --version)"
+    "$PY" -m venv .venv
+fi
+if [ ! -f "$stamp" ] || [ requirements/runtime.txt -nt "$stamp" ] || [ requirements/dev-only.txt -nt "$stamp" ] \
+        || [ pyproject.toml -nt "$stamp" ]; then
+    say "installing the pinned Python dependencies (requirements/dev.txt)"
+    .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+    .venv/bin/python -m pip install -q -r requirements/dev.txt
+    .venv/bin/python -m pip install -q --no-deps -e .
+    touch "$stamp"
+fi
+say "ready: $(redis-server --version | cut -d' ' -f1-3), $(.venv/bin/python --version)"
