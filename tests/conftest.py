@@ -1,0 +1,261 @@
+"""Shared fixtures: real Redis/Valkey servers (see tests/support/redis_servers.py).
+
+Session-scoped, started lazily on first use and stopped at session end:
+    redis_standalone, valkey_standalone, redis_cluster, valkey_cluster, redis_replicated, valkey_replicated,
+    tls_files
+Parametrized over both flavors (ids ``redis`` / ``valkey``), handing out the session servers:
+    standalone, cluster, replicated, flavor
+Function-scoped factories whose products are stopped at the end of the test (use them for anything destructive:
+kill, restart, failover, add_primary, move_slots, CONFIG SET, FUNCTION FLUSH):
+    server_factory(flavor, **kw), cluster_factory(flavor, **kw), replicated_factory(flavor, **kw),
+    sentinel_factory(flavor="redis", **kw)
+Names: ``unique_name`` (a fresh library name per test), ``clean_functions(target)`` (FUNCTION FLUSH now and at
+teardown). Tests on the shared servers must use unique library names and must not change topology or config.
+
+Every test under tests/redis/ and every test that uses one of the server fixtures gets the ``redis`` marker.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import redis_servers as rs
+
+TESTS_DIR = Path(__file__).resolve().parent
+REDIS_TESTS_DIR = TESTS_DIR / "redis"
+
+SERVER_FIXTURES = frozenset(
+    {
+        *(f"{flavor}_{kind}" for flavor in rs.FLAVORS for kind in ("standalone", "cluster", "replicated")),
+        "standalone",
+        "cluster",
+        "replicated",
+        "server_factory",
+        "cluster_factory",
+        "replicated_factory",
+        "sentinel_factory",
+    }
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        in_redis_dir = Path(str(item.path)).resolve().is_relative_to(REDIS_TESTS_DIR)
+        if in_redis_dir or SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.redis)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Safety net: stop servers a test started without stopping them (by their own handles) and say so."""
+    leaked = rs.stop_all_servers()
+    if leaked:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        text = "harness: stopped servers a test left running: " + ", ".join(leaked)
+        if reporter is not None:
+            reporter.write_line(text, yellow=True)
+        else:
+            print(text)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# session servers
+
+
+@pytest.fixture(scope="session")
+def servers_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Parent of the session servers' temp dirs (pytest keeps the last few runs: logs survive for debugging)."""
+    return tmp_path_factory.mktemp("servers")
+
+
+def _session_server(flavor: str, base: Path) -> Iterator[rs.RedisServer]:
+    server = rs.start_server(flavor, base_dir=base)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _session_cluster(flavor: str, base: Path) -> Iterator[rs.Cluster]:
+    cluster = rs.start_cluster(flavor, base_dir=base)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def _session_replicated(flavor: str, base: Path) -> Iterator[rs.Replicated]:
+    pair = rs.start_replicated(flavor, base_dir=base)
+    try:
+        yield pair
+    finally:
+        pair.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_standalone(servers_dir: Path) -> Iterator[rs.RedisServer]:
+    yield from _session_server("redis", servers_dir)
+
+
+@pytest.fixture(scope="session")
+def valkey_standalone(servers_dir: Path) -> Iterator[rs.RedisServer]:
+    yield from _session_server("valkey", servers_dir)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(servers_dir: Path) -> Iterator[rs.Cluster]:
+    yield from _session_cluster("redis", servers_dir)
+
+
+@pytest.fixture(scope="session")
+def valkey_cluster(servers_dir: Path) -> Iterator[rs.Cluster]:
+    yield from _session_cluster("valkey", servers_dir)
+
+
+@pytest.fixture(scope="session")
+def redis_replicated(servers_dir: Path) -> Iterator[rs.Replicated]:
+    yield from _session_replicated("redis", servers_dir)
+
+
+@pytest.fixture(scope="session")
+def valkey_replicated(servers_dir: Path) -> Iterator[rs.Replicated]:
+    yield from _session_replicated("valkey", servers_dir)
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> rs.TlsFiles:
+    return rs.make_tls_files(tmp_path_factory.mktemp("tls"))
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# parametrized conveniences (both flavors)
+
+
+def _shared_broken(what: str, servers: list[rs.RedisServer]) -> None:
+    down = [s.address for s in servers if not s.is_running()]
+    if down:
+        pytest.fail(
+            f"shared {what} has stopped node(s) {down}: an earlier test killed/stopped a shared server; "
+            "destructive tests must use server_factory / cluster_factory / replicated_factory",
+            pytrace=False,
+        )
+
+
+@pytest.fixture(params=rs.FLAVORS)
+def flavor(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(params=rs.FLAVORS)
+def standalone(request: pytest.FixtureRequest) -> rs.RedisServer:
+    server: rs.RedisServer = request.getfixturevalue(f"{request.param}_standalone")
+    _shared_broken(f"{request.param} standalone server", [server])
+    return server
+
+
+@pytest.fixture(params=rs.FLAVORS)
+def cluster(request: pytest.FixtureRequest) -> rs.Cluster:
+    shared: rs.Cluster = request.getfixturevalue(f"{request.param}_cluster")
+    _shared_broken(f"{request.param} cluster", shared.nodes)
+    return shared
+
+
+@pytest.fixture(params=rs.FLAVORS)
+def replicated(request: pytest.FixtureRequest) -> rs.Replicated:
+    pair: rs.Replicated = request.getfixturevalue(f"{request.param}_replicated")
+    _shared_broken(f"{request.param} replicated pair", pair.servers)
+    return pair
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# factories for destructive tests
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[Callable[..., rs.RedisServer]]:
+    made: list[rs.RedisServer] = []
+
+    def make(flavor: str = "redis", **kw: Any) -> rs.RedisServer:
+        kw.setdefault("base_dir", tmp_path / "servers")
+        server = rs.start_server(flavor, **kw)
+        made.append(server)
+        return server
+
+    yield make
+    rs.stop_all(made)
+
+
+@pytest.fixture
+def cluster_factory(tmp_path: Path) -> Iterator[Callable[..., rs.Cluster]]:
+    made: list[rs.Cluster] = []
+
+    def make(flavor: str = "redis", **kw: Any) -> rs.Cluster:
+        kw.setdefault("base_dir", tmp_path / "servers")
+        cluster = rs.start_cluster(flavor, **kw)
+        made.append(cluster)
+        return cluster
+
+    yield make
+    rs.stop_all(node for cluster in made for node in cluster.nodes)
+
+
+@pytest.fixture
+def replicated_factory(tmp_path: Path) -> Iterator[Callable[..., rs.Replicated]]:
+    made: list[rs.Replicated] = []
+
+    def make(flavor: str = "redis", **kw: Any) -> rs.Replicated:
+        kw.setdefault("base_dir", tmp_path / "servers")
+        pair = rs.start_replicated(flavor, **kw)
+        made.append(pair)
+        return pair
+
+    yield make
+    rs.stop_all(server for pair in made for server in pair.servers)
+
+
+@pytest.fixture
+def sentinel_factory(tmp_path: Path) -> Iterator[Callable[..., rs.Sentinel]]:
+    made: list[rs.Sentinel] = []
+
+    def make(flavor: str = "redis", **kw: Any) -> rs.Sentinel:
+        kw.setdefault("base_dir", tmp_path / "servers")
+        setup = rs.start_sentinel_setup(flavor, **kw)
+        made.append(setup)
+        return setup
+
+    yield make
+    rs.stop_all(server for setup in made for server in [*setup.servers, *setup.pair.servers])
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# names and cleanup
+
+
+@pytest.fixture
+def unique_name(request: pytest.FixtureRequest) -> str:
+    """A fresh valid library name: ``t_<test-name-slug>_<8 hex>`` (only [A-Za-z0-9_])."""
+    slug = re.sub(r"[^A-Za-z0-9]+", "_", request.node.name).strip("_")
+    slug = slug.removeprefix("test_")[:40].strip("_") or "test"
+    return f"t_{slug}_{secrets.token_hex(4)}"
+
+
+@pytest.fixture
+def clean_functions() -> Iterator[Callable[[Any], None]]:
+    """``clean_functions(target)``: FUNCTION FLUSH on every primary of a server/pair/cluster now and again at teardown.
+    Do not use it on the shared session servers while other tests rely on their libraries."""
+    targets: list[Any] = []
+
+    def clean(target: Any) -> None:
+        targets.append(target)
+        rs.flush_functions(target)
+
+    yield clean
+    for target in targets:
+        running = target.nodes if isinstance(target, rs.Cluster) else getattr(target, "servers", [target])
+        if all(s.is_running() for s in running):
+            rs.flush_functions(target)
