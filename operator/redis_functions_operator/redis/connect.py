@@ -1,0 +1,204 @@
+"""A *target* (seed endpoints, mode, credentials, TLS) and the per-node asyncio clients used to talk to it.
+
+Why per-node clients and not ``RedisCluster``: redis-py's cluster client sends FUNCTION commands only to the
+primaries it learned from CLUSTER SLOTS (a 0-slot primary is missed), raises the first error of a multi-node call
+and hides the others (facts §5, §6.6). The engine needs one answer per node, so it opens one plain connection per
+node and does its own topology discovery. Discovery, loading and verification all go through :class:`Connector`, so
+auth and TLS are applied the same way everywhere.
+
+Secrets: :class:`Credentials` never prints its password (``repr=False``), and no message built here contains
+connection arguments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.connection import SSLConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+DEFAULT_TIMEOUT = 5.0
+
+
+class Mode(StrEnum):
+    AUTO = "auto"
+    STANDALONE = "standalone"
+    CLUSTER = "cluster"
+    SENTINEL = "sentinel"
+
+
+@dataclass(frozen=True, order=True)
+class Endpoint:
+    """A ``host:port`` address. Ordering is by host then port, which is how results are listed."""
+
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str, default_port: int = 6379) -> Endpoint:
+        """Parse ``host:port``, ``[v6]:port`` or a bare ``host``; raises ValueError with a readable message."""
+        value = text.strip()
+        if not value:
+            raise ValueError("empty endpoint")
+        if value.startswith("["):
+            host, _, rest = value[1:].partition("]")
+            port_text = rest[1:] if rest.startswith(":") else ""
+        elif value.count(":") == 1:
+            host, _, port_text = value.partition(":")
+        else:
+            host, port_text = value, ""
+        if not host:
+            raise ValueError(f"endpoint {text!r} has no host")
+        try:
+            port = int(port_text) if port_text else default_port
+        except ValueError:
+            raise ValueError(f"endpoint {text!r}: port {port_text!r} is not a number") from None
+        if not 0 < port < 65536:
+            raise ValueError(f"endpoint {text!r}: port {port} is out of range")
+        return cls(host, port)
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """ACL username (optional: absent means the password-only ``AUTH``) and password."""
+
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """TLS for every connection to the target. Verification is on unless ``insecure_skip_verify``.
+
+    ``ca_data`` is a PEM bundle (as read from a Secret); ``cert_file``/``key_file`` are paths because Python's ssl
+    loads client certificates only from files. ``server_name`` overrides the name checked in the server's
+    certificate (and sent as SNI) — useful when nodes are addressed by IP but the certificate names a DNS name.
+    """
+
+    ca_data: str | None = field(default=None, repr=False)
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    server_name: str | None = None
+    insecure_skip_verify: bool = False
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a library must live: seed endpoints and how to interpret them."""
+
+    endpoints: tuple[Endpoint, ...]
+    mode: Mode = Mode.AUTO
+    sentinel_master: str | None = None
+    credentials: Credentials | None = None
+    tls: TlsSettings | None = None
+    timeout: float = DEFAULT_TIMEOUT
+
+    def __post_init__(self) -> None:
+        if not self.endpoints:
+            raise ValueError("a target needs at least one endpoint")
+        if self.mode is Mode.SENTINEL and not self.sentinel_master:
+            raise ValueError("sentinel mode needs the master name")
+
+    def describe(self) -> str:
+        """A one-line, secret-free description for logs and messages."""
+        seeds = ",".join(str(e) for e in self.endpoints)
+        return f"{self.mode.value} {seeds}" + (" (tls)" if self.tls else "")
+
+
+class _NamedSSLConnection(SSLConnection):
+    """redis-py's SSL connection with a configurable server name (SNI + certificate name check)."""
+
+    def __init__(self, *, server_hostname: str | None = None, **kwargs: Any) -> None:
+        self._server_hostname = server_hostname
+        super().__init__(**kwargs)
+
+    def _connection_arguments(self) -> Mapping[str, Any]:
+        arguments = dict(super()._connection_arguments())
+        if self._server_hostname:
+            arguments["server_hostname"] = self._server_hostname
+        return arguments
+
+
+class Connector:
+    """Opens and caches one client per node for a target; close it with :meth:`aclose`.
+
+    Clients are created lazily inside the running event loop (redis-py clients are loop-bound). One connector
+    serves one target; the operator keeps one per distinct target so connections stay warm between reconciles.
+    """
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self._clients: dict[tuple[Endpoint, bool], aioredis.Redis] = {}
+
+    def client(self, endpoint: Endpoint, *, authenticate: bool = True) -> aioredis.Redis:
+        key = (endpoint, authenticate)
+        existing = self._clients.get(key)
+        if existing is None:
+            existing = self._clients[key] = self._make_client(endpoint, authenticate)
+        return existing
+
+    async def call(self, endpoint: Endpoint, *args: Any, authenticate: bool = True) -> Any:
+        """Send one command to one node, bounded by a deadline on top of the socket timeout (which does not cover a
+        slow multi-part reply). Errors propagate for :func:`errors.classify`."""
+        command = self.client(endpoint, authenticate=authenticate).execute_command(*args)  # type: ignore[no-untyped-call]
+        return await asyncio.wait_for(command, timeout=self.target.timeout * 2)
+
+    async def forget(self, endpoint: Endpoint) -> None:
+        """Drop a node's cached clients (e.g. after it vanished from the topology)."""
+        for key in [k for k in self._clients if k[0] == endpoint]:
+            await self._clients.pop(key).aclose()
+
+    async def aclose(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.aclose()
+
+    async def __aenter__(self) -> Connector:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def _make_client(self, endpoint: Endpoint, authenticate: bool) -> aioredis.Redis:
+        target = self.target
+        creds = target.credentials if authenticate else None
+        options: dict[str, Any] = {
+            "host": endpoint.host,
+            "port": endpoint.port,
+            "username": creds.username if creds else None,
+            "password": creds.password if creds else None,
+            "socket_timeout": target.timeout,
+            "socket_connect_timeout": target.timeout,
+            # One quick retry for a dropped idle connection; long-term retrying is the caller's job.
+            "retry": Retry(NoBackoff(), 1),
+            "protocol": 2,  # RESP2 reply shapes are stable across redis-py versions and servers
+            "decode_responses": False,
+            "max_connections": 8,
+        }
+        tls = target.tls
+        if tls is None:
+            return aioredis.Redis(**options)
+        pool = aioredis.ConnectionPool(
+            connection_class=_NamedSSLConnection,
+            server_hostname=tls.server_name,
+            ssl_ca_data=tls.ca_data,
+            ssl_ca_certs=tls.ca_file,
+            ssl_certfile=tls.cert_file,
+            ssl_keyfile=tls.key_file,
+            ssl_cert_reqs=ssl.CERT_NONE if tls.insecure_skip_verify else ssl.CERT_REQUIRED,
+            ssl_check_hostname=not tls.insecure_skip_verify,
+            **{k: v for k, v in options.items() if k != "max_connections"},
+            max_connections=options["max_connections"],
+        )
+        return aioredis.Redis(connection_pool=pool)

@@ -1,0 +1,458 @@
+"""The sync engine: make one library present, byte-exact, on every primary of a target, and say what happened on
+each node.
+
+The plan, and why each step exists:
+
+1. **Discover** the primaries (``topology``), never trusting a cached view: failovers and new shards move them.
+2. **Read** each primary's copy with ``FUNCTION LIST LIBRARYNAME <name> WITHCODE``. The pattern is a
+   case-insensitive glob, so only the exact-name entry counts; code is compared as bytes (Redis returns it
+   byte-exact) — never list order or DUMP bytes, which differ between equal nodes (facts §5, §7).
+3. Nodes already right are **left alone**: a re-sync of an unchanged library sends no FUNCTION LOAD.
+4. A **canary** primary is loaded first. A permanent failure there (compile error, bad metadata, a function name
+   owned by another library, FUNCTION unsupported...) stops the rollout before anything else is touched, and the
+   result carries Redis' own message (with the Lua line number).
+5. The **rest** are loaded concurrently with ``FUNCTION LOAD REPLACE``.
+6. If another primary fails *permanently* (typically a function name another library owns only there), the nodes
+   that took the new code are **rolled back** to exactly what they had (their previous code, or no library), so a
+   permanent failure never leaves mixed versions behind. Transient failures are reported as retryable and the nodes
+   that did load keep the new code — retrying converges, rolling back would only delay it.
+7. Every primary is **verified** again by reading the code back.
+
+Every network call is bounded by the target's timeout, and every node's result is kept: one node's failure never
+hides another's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any, TypeVar
+
+from redis_functions_operator.library import Library, code_sha256
+from redis_functions_operator.redis.connect import Connector, Endpoint, Target
+from redis_functions_operator.redis.errors import ErrorKind, NodeError, classify
+from redis_functions_operator.redis.replies import pairs, text
+from redis_functions_operator.redis.topology import Node, Role, Topology, TopologyError, discover
+
+T = TypeVar("T")
+
+
+class Outcome(StrEnum):
+    """What the engine did on one primary."""
+
+    UNCHANGED = "Unchanged"  # already held the exact code; nothing sent
+    LOADED = "Loaded"  # took the new code as part of a rollout
+    REPAIRED = "Repaired"  # lacked the code (or held other code) that the other primaries already had: drift fixed
+    ROLLED_BACK = "RolledBack"  # took the new code, then was put back because another primary refused it
+    SKIPPED = "Skipped"  # not attempted: the canary failed permanently
+    DELETED = "Deleted"  # the library was removed from this primary (delete only)
+    FAILED = "Failed"  # could not be read, loaded or verified; see the error
+
+
+class NodeState(StrEnum):
+    """What a primary holds, as read (used by ``inspect`` and in results)."""
+
+    PRESENT = "Present"  # the exact code
+    MISSING = "Missing"  # no library of that name
+    DIFFERENT = "Different"  # a library of that name with other code
+    UNKNOWN = "Unknown"  # could not be read
+
+
+@dataclass(frozen=True)
+class NodeResult:
+    node: Node
+    outcome: Outcome
+    before_sha256: str | None = None  # code found before the sync (None = no library)
+    after_sha256: str | None = None  # code found by the final verification
+    error: NodeError | None = None
+
+    @property
+    def address(self) -> str:
+        return self.node.address
+
+    @property
+    def verified(self) -> bool:
+        return self.error is None and self.outcome not in (Outcome.FAILED, Outcome.SKIPPED, Outcome.ROLLED_BACK)
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    library: str
+    sha256: str
+    topology: Topology | None
+    nodes: tuple[NodeResult, ...]
+    error: NodeError | None = None  # the decisive error: the permanent one if any, else the first transient one
+    blocking_node: str | None = None  # the node whose permanent refusal stopped or rolled back the rollout
+
+    @property
+    def ok(self) -> bool:
+        """Every primary verified holding exactly the library's code."""
+        return self.error is None and bool(self.nodes) and all(n.verified for n in self.nodes)
+
+    @property
+    def permanent(self) -> bool:
+        return self.error is not None and self.error.permanent
+
+    @property
+    def verified_count(self) -> int:
+        return sum(1 for n in self.nodes if n.verified)
+
+    @property
+    def changed(self) -> tuple[NodeResult, ...]:
+        return tuple(n for n in self.nodes if n.outcome in (Outcome.LOADED, Outcome.REPAIRED))
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One primary's copy of one library (or why it could not be read)."""
+
+    node: Node
+    code: bytes | None = None
+    error: NodeError | None = None
+    functions: tuple[tuple[str, tuple[str, ...]], ...] = field(default=())
+
+    @property
+    def sha256(self) -> str | None:
+        return None if self.code is None else code_sha256(self.code)
+
+    def state(self, expected: bytes | None = None) -> NodeState:
+        if self.error is not None:
+            return NodeState.UNKNOWN
+        if self.code is None:
+            return NodeState.MISSING
+        if expected is None or self.code == expected:
+            return NodeState.PRESENT
+        return NodeState.DIFFERENT
+
+
+# --- public entry points -------------------------------------------------------------------------------------------
+
+
+async def sync(
+    library: Library, target: Target, *, connector: Connector | None = None, topology: Topology | None = None
+) -> SyncResult:
+    """Make ``library`` present and verified on every primary of ``target``."""
+    async with _connector_for(target, connector) as conn:
+        try:
+            topo = topology or await discover(target, conn)
+        except TopologyError as exc:
+            return SyncResult(library.name, library.sha256, None, (), error=exc.error)
+        return await _sync(library, topo, conn)
+
+
+async def sync_many(
+    libraries: Sequence[Library],
+    target: Target,
+    *,
+    connector: Connector | None = None,
+    concurrency: int = 8,
+    on_done: Callable[[SyncResult], None] | None = None,
+) -> list[SyncResult]:
+    """Sync several libraries against one discovered topology, a few at a time; results in input order.
+
+    Libraries are independent (a failure of one never stops another), so they share the topology and the warm
+    connections but not their fate."""
+    async with _connector_for(target, connector) as conn:
+        try:
+            topo = await discover(target, conn)
+        except TopologyError as exc:
+            failed = [SyncResult(lib.name, lib.sha256, None, (), error=exc.error) for lib in libraries]
+            for result in failed:
+                if on_done:
+                    on_done(result)
+            return failed
+        gate = asyncio.Semaphore(max(1, concurrency))
+
+        async def one(library: Library) -> SyncResult:
+            async with gate:
+                result = await _sync(library, topo, conn)
+            if on_done:
+                on_done(result)
+            return result
+
+        return list(await asyncio.gather(*(one(lib) for lib in libraries)))
+
+
+async def inspect(names: Sequence[str], target: Target, *, connector: Connector | None = None) -> InspectResult:
+    """Read, without changing anything, which primaries hold which of ``names`` (all libraries when empty)."""
+    async with _connector_for(target, connector) as conn:
+        try:
+            topo = await discover(target, conn)
+        except TopologyError as exc:
+            return InspectResult(None, {}, exc.error)
+        per_node = await _gather_nodes(topo, lambda node: read_all_libraries(conn, node, names))
+        return InspectResult(topo, per_node, None)
+
+
+async def delete(name: str, target: Target, *, connector: Connector | None = None) -> SyncResult:
+    """FUNCTION DELETE ``name`` on every primary. "Library not found" counts as done."""
+    async with _connector_for(target, connector) as conn:
+        try:
+            topo = await discover(target, conn)
+        except TopologyError as exc:
+            return SyncResult(name, "", None, (), error=exc.error)
+
+        async def delete_on(node: Node) -> NodeResult:
+            try:
+                await conn.call(node.endpoint, "FUNCTION", "DELETE", name)
+            except Exception as exc:
+                error = classify(exc)
+                if error.message.rstrip(".").endswith("Library not found"):
+                    return NodeResult(node, Outcome.UNCHANGED)
+                return NodeResult(node, Outcome.FAILED, error=error)
+            return NodeResult(node, Outcome.DELETED)
+
+        results = list(await asyncio.gather(*(delete_on(n) for n in topo.primaries)))
+        results += [NodeResult(n, Outcome.FAILED, error=e) for n, e in topo.unreachable]
+        results.sort(key=lambda r: r.node.endpoint)
+        return SyncResult(name, "", topo, tuple(results), error=_first_error(results))
+
+
+@dataclass(frozen=True)
+class InspectResult:
+    topology: Topology | None
+    per_node: dict[Node, tuple[dict[str, Snapshot], NodeError | None]]
+    error: NodeError | None
+
+
+# --- the engine ----------------------------------------------------------------------------------------------------
+
+
+async def _sync(library: Library, topo: Topology, conn: Connector) -> SyncResult:
+    unreachable = [NodeResult(n, Outcome.FAILED, error=e) for n, e in topo.unreachable]
+    if not topo.primaries:
+        error = topo.unreachable[0][1] if topo.unreachable else NodeError(ErrorKind.TOPOLOGY, "no primary found")
+        return SyncResult(library.name, library.sha256, topo, tuple(unreachable), error=error)
+
+    snapshots = await asyncio.gather(*(read_library(conn, n, library.name) for n in topo.primaries))
+    unreadable = [NodeResult(s.node, Outcome.FAILED, error=s.error) for s in snapshots if s.error is not None]
+    readable = [s for s in snapshots if s.error is None]
+    needy = [s for s in readable if s.code != library.code]
+    already = {s.node for s in readable if s.code == library.code}
+    # Drift repair vs rollout: if some primary already holds the code, the others are being repaired.
+    fix_outcome = Outcome.REPAIRED if already else Outcome.LOADED
+
+    results: dict[Node, NodeResult] = {
+        s.node: NodeResult(s.node, Outcome.UNCHANGED, s.sha256) for s in readable if s.node in already
+    }
+    blocking: str | None = None
+    decisive: NodeError | None = None
+
+    # Canary: the first needy node (by address) that answers; a permanent refusal stops everything.
+    remaining = list(needy)
+    loaded: list[Snapshot] = []
+    while remaining:
+        canary = remaining.pop(0)
+        canary_error = await _load(conn, canary.node, library.code)
+        if canary_error is None:
+            results[canary.node] = NodeResult(canary.node, fix_outcome, canary.sha256)
+            loaded.append(canary)
+            break
+        results[canary.node] = NodeResult(canary.node, Outcome.FAILED, canary.sha256, error=canary_error)
+        if canary_error.permanent:
+            blocking, decisive = canary.node.address, canary_error
+            for s in remaining:
+                results[s.node] = NodeResult(s.node, Outcome.SKIPPED, s.sha256)
+            remaining = []
+
+    # The rest, concurrently.
+    if remaining:
+        errors = await asyncio.gather(*(_load(conn, s.node, library.code) for s in remaining))
+        for s, load_error in zip(remaining, errors, strict=True):
+            if load_error is None:
+                results[s.node] = NodeResult(s.node, fix_outcome, s.sha256)
+                loaded.append(s)
+            else:
+                results[s.node] = NodeResult(s.node, Outcome.FAILED, s.sha256, error=load_error)
+        refusals = [(s, e) for s, e in zip(remaining, errors, strict=True) if e is not None and e.permanent]
+        if refusals:
+            refused, refusal = refusals[0]
+            blocking, decisive = refused.node.address, refusal
+            await _roll_back(conn, library.name, loaded, results)
+            loaded = []
+
+    # Verify every readable primary again (unchanged ones too: cheap, and it catches a concurrent change).
+    verified = await asyncio.gather(*(read_library(conn, s.node, library.name) for s in readable))
+    final: list[NodeResult] = []
+    for snap in verified:
+        result = results[snap.node]
+        after = snap.sha256
+        result = replace(result, after_sha256=after)
+        if result.outcome in (Outcome.UNCHANGED, Outcome.LOADED, Outcome.REPAIRED) and result.error is None:
+            if snap.error is not None:
+                result = replace(result, outcome=Outcome.FAILED, error=snap.error)
+            elif snap.code != library.code:
+                mismatch = NodeError(
+                    ErrorKind.VERIFY_MISMATCH,
+                    f"{snap.node.address} holds sha256 {after or 'no library'} after the load, "
+                    f"expected {library.sha256}",
+                )
+                result = replace(result, outcome=Outcome.FAILED, error=mismatch)
+        final.append(result)
+    final += unreadable + unreachable
+    final.sort(key=lambda r: r.node.endpoint)
+    if decisive is None:
+        decisive = _first_error(final)
+    return SyncResult(library.name, library.sha256, topo, tuple(final), error=decisive, blocking_node=blocking)
+
+
+async def _roll_back(conn: Connector, name: str, loaded: list[Snapshot], results: dict[Node, NodeResult]) -> None:
+    """Put every node that took the new code back to exactly its previous state."""
+
+    async def restore(snap: Snapshot) -> None:
+        try:
+            if snap.code is None:
+                await conn.call(snap.node.endpoint, "FUNCTION", "DELETE", name)
+            else:
+                await conn.call(snap.node.endpoint, "FUNCTION", "LOAD", "REPLACE", snap.code)
+        except Exception as exc:
+            results[snap.node] = NodeResult(snap.node, Outcome.FAILED, snap.sha256, error=classify(exc))
+            return
+        results[snap.node] = NodeResult(snap.node, Outcome.ROLLED_BACK, snap.sha256)
+
+    await asyncio.gather(*(restore(s) for s in loaded))
+
+
+async def _load(conn: Connector, node: Node, code: bytes) -> NodeError | None:
+    try:
+        await conn.call(node.endpoint, "FUNCTION", "LOAD", "REPLACE", code)
+    except Exception as exc:
+        error = classify(exc)
+        if error.kind is ErrorKind.FUNCTION_CONFLICT and error.function:
+            return replace(error, owner=await _function_owner(conn, node, error.function))
+        return error
+    return None
+
+
+async def _function_owner(conn: Connector, node: Node, function: str) -> str | None:
+    """Which library registers ``function`` on this node (function names are case-insensitive)."""
+    try:
+        reply = await conn.call(node.endpoint, "FUNCTION", "LIST")
+    except Exception:
+        return None
+    wanted = function.lower()
+    for entry in parse_function_list(reply):
+        if any(name.lower() == wanted for name, _ in entry.functions):
+            return entry.name
+    return None
+
+
+# --- reading -------------------------------------------------------------------------------------------------------
+
+
+async def read_library(conn: Connector, node: Node, name: str) -> Snapshot:
+    """This node's copy of library ``name`` (exact-name match), or why it could not be read."""
+    try:
+        reply = await conn.call(node.endpoint, "FUNCTION", "LIST", "LIBRARYNAME", glob_escape(name), "WITHCODE")
+    except Exception as exc:
+        return Snapshot(node, error=classify(exc))
+    for entry in parse_function_list(reply):
+        if entry.name == name:
+            return Snapshot(node, code=entry.code, functions=entry.functions)
+    return Snapshot(node)
+
+
+async def read_all_libraries(
+    conn: Connector, node: Node, names: Sequence[str] = ()
+) -> tuple[dict[str, Snapshot], NodeError | None]:
+    """Every library on a node (or just ``names``), with code."""
+    try:
+        reply = await conn.call(node.endpoint, "FUNCTION", "LIST", "WITHCODE")
+    except Exception as exc:
+        return {}, classify(exc)
+    wanted = set(names)
+    found = {
+        e.name: Snapshot(node, code=e.code, functions=e.functions)
+        for e in parse_function_list(reply)
+        if not wanted or e.name in wanted
+    }
+    return found, None
+
+
+@dataclass(frozen=True)
+class ListedLibrary:
+    name: str
+    engine: str
+    code: bytes | None
+    functions: tuple[tuple[str, tuple[str, ...]], ...]
+
+
+def parse_function_list(reply: Any) -> list[ListedLibrary]:
+    """FUNCTION LIST reply (RESP2 flat pairs or RESP3 maps) → libraries. Function order is not meaningful."""
+    libraries = []
+    for raw in reply or []:
+        entry = pairs(raw)
+        functions = []
+        for fn in entry.get("functions") or []:
+            fn_map = pairs(fn)
+            flags = tuple(sorted(text(f) for f in (fn_map.get("flags") or [])))
+            functions.append((text(fn_map.get("name")), flags))
+        code = entry.get("library_code")
+        libraries.append(
+            ListedLibrary(
+                name=text(entry.get("library_name")),
+                engine=text(entry.get("engine")),
+                code=code if isinstance(code, bytes) else (code.encode() if isinstance(code, str) else None),
+                functions=tuple(sorted(functions)),
+            )
+        )
+    return libraries
+
+
+def glob_escape(name: str) -> str:
+    """Escape glob metacharacters so LIBRARYNAME matches the literal name (case-insensitively, as Redis does)."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in name)
+
+
+# --- helpers -------------------------------------------------------------------------------------------------------
+
+
+async def _gather_nodes(topo: Topology, fn: Callable[[Node], Awaitable[T]]) -> dict[Node, T]:
+    values = await asyncio.gather(*(fn(n) for n in topo.primaries))
+    return dict(zip(topo.primaries, values, strict=True))
+
+
+def _first_error(results: Iterable[NodeResult]) -> NodeError | None:
+    errors = [r.error for r in results if r.error is not None]
+    permanent = [e for e in errors if e.permanent]
+    chosen = permanent or errors
+    return chosen[0] if chosen else None
+
+
+class _ConnectorScope:
+    """Use the caller's connector as-is, or open a private one and close it at the end."""
+
+    def __init__(self, target: Target, connector: Connector | None) -> None:
+        self._owned = connector is None
+        self._connector = connector or Connector(target)
+
+    async def __aenter__(self) -> Connector:
+        return self._connector
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._owned:
+            await self._connector.aclose()
+
+
+def _connector_for(target: Target, connector: Connector | None) -> _ConnectorScope:
+    return _ConnectorScope(target, connector)
+
+
+__all__ = [
+    "Endpoint",
+    "InspectResult",
+    "NodeResult",
+    "NodeState",
+    "Outcome",
+    "Role",
+    "Snapshot",
+    "SyncResult",
+    "delete",
+    "inspect",
+    "parse_function_list",
+    "read_library",
+    "sync",
+    "sync_many",
+]

@@ -1,0 +1,328 @@
+"""Seeds → the primaries that must hold a library (and the replicas, for reporting).
+
+Redis never copies functions between primaries, so the engine must find *every* primary itself:
+
+* cluster: every online master from CLUSTER SHARDS — **including masters with 0 slots**, which CLUSTER SLOTS and
+  redis-py's cluster client omit (facts §6.3, §6.6) — with CLUSTER NODES as a fallback; nodes flagged ``fail``,
+  ``fail?``, ``handshake`` or ``noaddr`` are skipped; each remaining primary is confirmed with ROLE;
+* standalone / replication: each seed's primary (a replica seed leads to its primary through ROLE); several seeds
+  are several independent deployments, each primary gets the library;
+* sentinel: the master the sentinels report for the configured name.
+
+A primary the cluster lists but that cannot be reached is *not* dropped: it is returned in ``unreachable`` so the
+caller reports it (a library is not "on every primary" while one is down).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from redis_functions_operator.redis.connect import Connector, Endpoint, Mode, Target
+from redis_functions_operator.redis.errors import ErrorKind, NodeError, classify
+from redis_functions_operator.redis.replies import pairs, text
+
+
+class Role(StrEnum):
+    PRIMARY = "primary"
+    REPLICA = "replica"
+
+
+@dataclass(frozen=True)
+class Node:
+    endpoint: Endpoint
+    role: Role
+    shard: str | None = None  # cluster: the primary's node id; else None
+    slots: str = ""  # cluster: "0-5460,10923" style; "" for a 0-slot primary or non-cluster
+    primary: Endpoint | None = None  # for a replica: the primary it follows
+
+    @property
+    def address(self) -> str:
+        return str(self.endpoint)
+
+
+@dataclass(frozen=True)
+class Topology:
+    mode: Mode  # resolved: never AUTO
+    primaries: tuple[Node, ...]
+    replicas: tuple[Node, ...] = ()
+    unreachable: tuple[tuple[Node, NodeError], ...] = field(default=())
+
+    def primary_endpoints(self) -> tuple[Endpoint, ...]:
+        return tuple(n.endpoint for n in self.primaries)
+
+    def all_primaries(self) -> tuple[Node, ...]:
+        """Reachable and unreachable primaries, sorted by address."""
+        return tuple(sorted((*self.primaries, *(n for n, _ in self.unreachable)), key=lambda n: n.endpoint))
+
+    def fingerprint(self) -> tuple[tuple[str, str, str], ...]:
+        """What changes when a primary is added, removed, promoted or given slots."""
+        return tuple(sorted((n.address, n.role.value, n.slots) for n in (*self.primaries, *self.replicas)))
+
+
+class TopologyError(Exception):
+    """No seed answered, or the answers do not describe a usable deployment."""
+
+    def __init__(self, error: NodeError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+async def discover(target: Target, connector: Connector) -> Topology:
+    """Resolve the target's seeds into its current primaries and replicas."""
+    if target.mode is Mode.SENTINEL:
+        return await _discover_sentinel(target, connector)
+    if target.mode is Mode.CLUSTER:
+        return await _discover_cluster(target, connector)
+    if target.mode is Mode.STANDALONE:
+        return await _discover_standalone(target, connector)
+    seed_errors: list[tuple[Endpoint, NodeError]] = []
+    for seed in target.endpoints:
+        try:
+            info = await connector.call(seed, "INFO", "cluster")
+        except Exception as exc:
+            seed_errors.append((seed, classify(exc)))
+            continue
+        if int(info.get("cluster_enabled", 0)) == 1:
+            return await _discover_cluster(target, connector)
+        return await _discover_standalone(target, connector)
+    raise TopologyError(_no_seed_answered(seed_errors))
+
+
+# --- cluster -----------------------------------------------------------------------------------------------------
+
+
+async def _discover_cluster(target: Target, connector: Connector) -> Topology:
+    seed_errors: list[tuple[Endpoint, NodeError]] = []
+    for seed in target.endpoints:
+        try:
+            candidates = await _cluster_view(connector, seed)
+        except Exception as exc:
+            seed_errors.append((seed, classify(exc)))
+            continue
+        return await _confirm_roles(connector, Mode.CLUSTER, candidates)
+    raise TopologyError(_no_seed_answered(seed_errors))
+
+
+async def _cluster_view(connector: Connector, seed: Endpoint) -> list[Node]:
+    try:
+        shards = await connector.call(seed, "CLUSTER", "SHARDS")
+    except Exception as exc:
+        if classify(exc).kind is not ErrorKind.UNKNOWN:
+            raise
+        nodes_text = await connector.call(seed, "CLUSTER", "NODES")
+        return parse_cluster_nodes(text(nodes_text), seed)
+    return parse_cluster_shards(shards, seed)
+
+
+#: CLUSTER SHARDS health values of a node that is up. Redis 7.0 reports "loading" for any node whose replication
+#: offset is still 0 (an idle, freshly made cluster), not only while it loads its dataset; a primary that really is
+#: loading is kept too and then answers LOADING, which is a transient failure the caller retries.
+_LIVE_HEALTH = frozenset({"online", "loading"})
+
+
+def parse_cluster_shards(reply: Any, seed: Endpoint) -> list[Node]:
+    """CLUSTER SHARDS (RESP2 shape: flat key/value lists) → nodes. Keeps 0-slot masters; drops unhealthy nodes."""
+    nodes: list[Node] = []
+    for shard in reply or []:
+        shard_map = pairs(shard)
+        slot_bounds = [int(x) for x in shard_map.get("slots", [])]
+        slots = _format_slots(slot_bounds)
+        members = [pairs(n) for n in shard_map.get("nodes", [])]
+        primary_id = next((text(m.get("id")) for m in members if text(m.get("role")) == "master"), None)
+        primary_ep: Endpoint | None = None
+        for m in members:
+            if text(m.get("health")) not in _LIVE_HEALTH:
+                continue
+            host = text(m.get("ip") or m.get("endpoint") or "") or seed.host
+            if host in ("?", ""):
+                continue
+            port = int(m.get("port") or m.get("tls-port") or 0)
+            if not port:
+                continue
+            if text(m.get("role")) == "master":
+                primary_ep = Endpoint(host, port)
+                nodes.append(Node(primary_ep, Role.PRIMARY, shard=primary_id, slots=slots))
+        for m in members:
+            if text(m.get("health")) not in _LIVE_HEALTH or text(m.get("role")) == "master":
+                continue
+            host = text(m.get("ip") or m.get("endpoint") or "") or seed.host
+            port = int(m.get("port") or m.get("tls-port") or 0)
+            if port and host not in ("?", ""):
+                nodes.append(Node(Endpoint(host, port), Role.REPLICA, shard=primary_id, primary=primary_ep))
+    return nodes
+
+
+_BAD_FLAGS = {"fail", "fail?", "handshake", "noaddr"}
+
+
+def parse_cluster_nodes(text: str, seed: Endpoint) -> list[Node]:
+    """CLUSTER NODES text → nodes (the fallback for servers without CLUSTER SHARDS)."""
+    rows = [line.split() for line in text.splitlines() if line.strip()]
+    by_id: dict[str, Endpoint] = {}
+    parsed: list[tuple[str, Endpoint, set[str], str, str, list[str]]] = []
+    for row in rows:
+        if len(row) < 8:
+            continue
+        node_id, address, flags_text, master_id, link = row[0], row[1], row[2], row[3], row[7]
+        flags = set(flags_text.split(","))
+        hostport = address.split("@", 1)[0].split(",", 1)[0]
+        host, _, port_text = hostport.rpartition(":")
+        if not port_text.isdigit() or int(port_text) == 0:
+            continue
+        endpoint = Endpoint(host or seed.host, int(port_text))
+        by_id[node_id] = endpoint
+        parsed.append((node_id, endpoint, flags, master_id, link, row[8:]))
+    nodes: list[Node] = []
+    for node_id, endpoint, flags, master_id, link, slot_fields in parsed:
+        if flags & _BAD_FLAGS or (link != "connected" and "myself" not in flags):
+            continue
+        if "master" in flags:
+            slots = ",".join(s for s in slot_fields if not s.startswith("["))
+            nodes.append(Node(endpoint, Role.PRIMARY, shard=node_id, slots=slots))
+        elif "slave" in flags:
+            nodes.append(Node(endpoint, Role.REPLICA, shard=master_id, primary=by_id.get(master_id)))
+    return nodes
+
+
+def _format_slots(bounds: Sequence[int]) -> str:
+    ranges = []
+    for start, end in zip(bounds[::2], bounds[1::2], strict=False):
+        ranges.append(str(start) if start == end else f"{start}-{end}")
+    return ",".join(ranges)
+
+
+# --- standalone / replication --------------------------------------------------------------------------------------
+
+
+async def _discover_standalone(target: Target, connector: Connector) -> Topology:
+    """Each seed's primary; a replica seed is followed to its primary."""
+    primaries: dict[Endpoint, Node] = {}
+    replicas: dict[Endpoint, Node] = {}
+    unreachable: list[tuple[Node, NodeError]] = []
+
+    async def resolve(seed: Endpoint) -> None:
+        try:
+            role = await _role(connector, seed)
+        except Exception as exc:
+            unreachable.append((Node(seed, Role.PRIMARY), classify(exc)))
+            return
+        if role[0] == "master":
+            primaries[seed] = Node(seed, Role.PRIMARY)
+            for replica in role[2]:
+                ep = Endpoint(replica[0], int(replica[1]))
+                replicas[ep] = Node(ep, Role.REPLICA, primary=seed)
+            return
+        if role[0] == "slave":
+            primary = Endpoint(role[1], int(role[2]))
+            replicas[seed] = Node(seed, Role.REPLICA, primary=primary)
+            try:
+                primary_role = await _role(connector, primary)
+            except Exception as exc:
+                unreachable.append((Node(primary, Role.PRIMARY), classify(exc)))
+                return
+            if primary_role[0] != "master":
+                unreachable.append(
+                    (Node(primary, Role.PRIMARY), NodeError(ErrorKind.TOPOLOGY, f"{primary} is not a primary"))
+                )
+                return
+            primaries[primary] = Node(primary, Role.PRIMARY)
+            for replica in primary_role[2]:
+                ep = Endpoint(replica[0], int(replica[1]))
+                replicas.setdefault(ep, Node(ep, Role.REPLICA, primary=primary))
+            return
+        unreachable.append((Node(seed, Role.PRIMARY), NodeError(ErrorKind.TOPOLOGY, f"{seed} has role {role[0]}")))
+
+    await asyncio.gather(*(resolve(seed) for seed in dict.fromkeys(target.endpoints)))
+    unreachable = [(n, e) for n, e in unreachable if n.endpoint not in primaries]
+    if not primaries and not unreachable:
+        raise TopologyError(NodeError(ErrorKind.TOPOLOGY, "no primary found"))
+    return _topology(Mode.STANDALONE, list(primaries.values()), list(replicas.values()), unreachable)
+
+
+# --- sentinel ------------------------------------------------------------------------------------------------------
+
+
+async def _discover_sentinel(target: Target, connector: Connector) -> Topology:
+    """Ask each sentinel for the master's address; the first answer wins, then ROLE confirms it.
+
+    Sentinels are contacted without the data nodes' credentials (sentinels usually have none, or their own)."""
+    assert target.sentinel_master
+    seed_errors: list[tuple[Endpoint, NodeError]] = []
+    for sentinel in target.endpoints:
+        try:
+            reply = await connector.call(
+                sentinel, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", target.sentinel_master, authenticate=False
+            )
+        except Exception as exc:
+            seed_errors.append((sentinel, classify(exc)))
+            continue
+        if not reply:
+            seed_errors.append(
+                (sentinel, NodeError(ErrorKind.TOPOLOGY, f"sentinel knows no master named {target.sentinel_master!r}"))
+            )
+            continue
+        master = Endpoint(text(reply[0]), int(reply[1]))
+        candidates = [Node(master, Role.PRIMARY)]
+        return await _confirm_roles(connector, Mode.SENTINEL, candidates)
+    raise TopologyError(_no_seed_answered(seed_errors))
+
+
+# --- shared --------------------------------------------------------------------------------------------------------
+
+
+async def _confirm_roles(connector: Connector, mode: Mode, candidates: list[Node]) -> Topology:
+    """ROLE on every candidate primary, concurrently: the cluster's view can lag a failover by a moment."""
+    claimed = [n for n in candidates if n.role is Role.PRIMARY]
+    replicas = [n for n in candidates if n.role is Role.REPLICA]
+
+    async def confirm(node: Node) -> tuple[Node, NodeError | None]:
+        try:
+            role = await _role(connector, node.endpoint)
+        except Exception as exc:
+            return node, classify(exc)
+        if role[0] != "master":
+            return node, NodeError(
+                ErrorKind.READ_ONLY, f"{node.address} is listed as a primary but ROLE says {role[0]}"
+            )
+        return node, None
+
+    results = await asyncio.gather(*(confirm(n) for n in claimed))
+    primaries = [n for n, err in results if err is None]
+    unreachable = [(n, err) for n, err in results if err is not None]
+    return _topology(mode, primaries, replicas, unreachable)
+
+
+def _topology(
+    mode: Mode, primaries: list[Node], replicas: list[Node], unreachable: list[tuple[Node, NodeError]]
+) -> Topology:
+    return Topology(
+        mode=mode,
+        primaries=tuple(sorted(primaries, key=lambda n: n.endpoint)),
+        replicas=tuple(sorted(replicas, key=lambda n: n.endpoint)),
+        unreachable=tuple(sorted(unreachable, key=lambda item: item[0].endpoint)),
+    )
+
+
+async def _role(connector: Connector, endpoint: Endpoint) -> list[Any]:
+    """ROLE, decoded: ``['master', offset, [[host, port, offset], ...]]`` or ``['slave', host, port, ...]``."""
+    reply = await connector.call(endpoint, "ROLE")
+    kind = text(reply[0])
+    if kind == "master":
+        return [kind, reply[1], [[text(r[0]), int(r[1])] for r in reply[2]]]
+    if kind == "slave":
+        return [kind, text(reply[1]), int(reply[2])]
+    return [kind]
+
+
+def _no_seed_answered(errors: list[tuple[Endpoint, NodeError]]) -> NodeError:
+    if not errors:
+        return NodeError(ErrorKind.TOPOLOGY, "no seed endpoint given")
+    # A permanent problem (bad password, wrong CA) explains more than "connection refused" elsewhere.
+    errors = sorted(errors, key=lambda item: not item[1].permanent)
+    kind = errors[0][1].kind
+    details = "; ".join(f"{ep}: {err.message}" for ep, err in errors)
+    return NodeError(kind if kind is not ErrorKind.UNKNOWN else ErrorKind.TOPOLOGY, f"no seed answered ({details})")

@@ -1,0 +1,322 @@
+"""The sync engine on real Redis 7.0 and Valkey 9: standalone, replication, sentinel, clusters — including the
+moments a real deployment moves under it (a 0-slot primary, a failover, a primary restarted empty)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import pytest
+
+from redis_functions_operator.library import Library, parse_library
+from redis_functions_operator.redis import sync as engine
+from redis_functions_operator.redis.connect import Credentials, Endpoint, Mode, Target, TlsSettings
+from redis_functions_operator.redis.errors import ErrorKind
+from redis_functions_operator.redis.sync import Outcome
+from tests.support import redis_servers as rs
+
+
+def make_library(name: str, body: str = "return 'v1'", functions: Iterable[str] = ("f",)) -> Library:
+    lines = [f"#!lua name={name}"]
+    lines += [f"redis.register_function('{name}_{fn}', function(keys, args) {body} end)" for fn in functions]
+    return parse_library("\n".join(lines) + "\n")
+
+
+def target_of(*servers: rs.RedisServer, mode: Mode = Mode.AUTO, **kw: object) -> Target:
+    return Target(tuple(Endpoint.parse(s.address) for s in servers), mode, **kw)  # type: ignore[arg-type]
+
+
+def codes_on(servers: Iterable[rs.RedisServer], name: str) -> dict[str, bytes | None]:
+    return {s.address: s.function_libraries().get(name) for s in servers}
+
+
+async def test_cluster_loads_every_primary_and_replicas_follow(cluster: rs.Cluster, unique_name: str) -> None:
+    library = make_library(unique_name)
+    result = await engine.sync(library, target_of(cluster.nodes[0]))
+    assert result.ok, result
+    assert {n.address for n in result.nodes} == {p.address for p in cluster.primaries()}
+    assert {n.outcome for n in result.nodes} == {Outcome.LOADED}
+    assert all(n.after_sha256 == library.sha256 for n in result.nodes)
+    assert set(codes_on(cluster.primaries(), unique_name).values()) == {library.code}
+    rs.wait_until(
+        lambda: set(codes_on(cluster.replicas(), unique_name).values()) == {library.code},
+        message="replicas did not receive the library",
+    )
+    assert {r.address for r in result.topology.replicas} == {r.address for r in cluster.replicas()}  # type: ignore[union-attr]
+
+
+async def test_resync_of_unchanged_library_sends_no_load(cluster: rs.Cluster, unique_name: str) -> None:
+    library = make_library(unique_name)
+    assert (await engine.sync(library, target_of(cluster.nodes[0]))).ok
+    before = {p.address: _load_calls(p) for p in cluster.primaries()}
+    again = await engine.sync(library, target_of(cluster.nodes[0]))
+    assert again.ok
+    assert {n.outcome for n in again.nodes} == {Outcome.UNCHANGED}
+    assert {p.address: _load_calls(p) for p in cluster.primaries()} == before
+
+
+async def test_seed_that_is_a_replica_leads_to_every_primary(cluster: rs.Cluster, unique_name: str) -> None:
+    library = make_library(unique_name)
+    result = await engine.sync(library, target_of(cluster.replicas()[0]))
+    assert result.ok
+    assert set(codes_on(cluster.primaries(), unique_name).values()) == {library.code}
+
+
+async def test_update_replaces_code_everywhere(cluster: rs.Cluster, unique_name: str) -> None:
+    v1, v2 = make_library(unique_name, "return 'v1'"), make_library(unique_name, "return 'v2'")
+    assert (await engine.sync(v1, target_of(cluster.nodes[0]))).ok
+    result = await engine.sync(v2, target_of(cluster.nodes[0]))
+    assert result.ok
+    assert all(n.before_sha256 == v1.sha256 and n.after_sha256 == v2.sha256 for n in result.nodes)
+    assert set(codes_on(cluster.primaries(), unique_name).values()) == {v2.code}
+
+
+async def test_compile_error_changes_nothing_anywhere(cluster: rs.Cluster, unique_name: str) -> None:
+    good = make_library(unique_name)
+    assert (await engine.sync(good, target_of(cluster.nodes[0]))).ok
+    broken = parse_library(f"#!lua name={unique_name}\nredis.register_function('{unique_name}_f', function()\n")
+    result = await engine.sync(broken, target_of(cluster.nodes[0]))
+    assert not result.ok and result.permanent
+    assert result.error is not None and result.error.kind is ErrorKind.COMPILE_ERROR
+    assert "Error compiling function" in result.error.message and "user_function:" in result.error.message
+    assert sorted(n.outcome for n in result.nodes) == [Outcome.FAILED, Outcome.SKIPPED, Outcome.SKIPPED]
+    assert set(codes_on(cluster.primaries(), unique_name).values()) == {good.code}
+
+
+async def test_function_collision_on_one_primary_leaves_no_mixed_code(cluster: rs.Cluster, unique_name: str) -> None:
+    old = make_library(unique_name, "return 'old'", functions=("a",))
+    assert (await engine.sync(old, target_of(cluster.nodes[0]))).ok
+    # Another library owns `<name>_b` on one primary only (the last by address, so the canary succeeds first).
+    victim = sorted(cluster.primaries(), key=lambda s: s.port)[-1]
+    squatter = f"{unique_name}_sq"
+    victim.client().execute_command(
+        "FUNCTION", "LOAD", f"#!lua name={squatter}\nredis.register_function('{unique_name}_b', function() end)"
+    )
+    try:
+        new = make_library(unique_name, "return 'new'", functions=("a", "b"))
+        result = await engine.sync(new, target_of(cluster.nodes[0]))
+        assert not result.ok and result.permanent
+        assert result.error is not None and result.error.kind is ErrorKind.FUNCTION_CONFLICT
+        assert result.error.function == f"{unique_name}_b" and result.error.owner == squatter
+        assert result.blocking_node == victim.address
+        assert {n.outcome for n in result.nodes if n.address != victim.address} == {Outcome.ROLLED_BACK}
+        assert set(codes_on(cluster.primaries(), unique_name).values()) == {old.code}
+        assert victim.function_libraries()[squatter]  # the other library is untouched
+    finally:
+        victim.client().execute_command("FUNCTION", "DELETE", squatter)
+
+
+async def test_rollback_of_a_new_library_deletes_it(cluster: rs.Cluster, unique_name: str) -> None:
+    victim = sorted(cluster.primaries(), key=lambda s: s.port)[-1]
+    squatter = f"{unique_name}_sq"
+    victim.client().execute_command(
+        "FUNCTION", "LOAD", f"#!lua name={squatter}\nredis.register_function('{unique_name}_f', function() end)"
+    )
+    try:
+        result = await engine.sync(make_library(unique_name), target_of(cluster.nodes[0]))
+        assert result.permanent
+        assert set(codes_on(cluster.primaries(), unique_name).values()) == {None}
+    finally:
+        victim.client().execute_command("FUNCTION", "DELETE", squatter)
+
+
+async def test_delete_everywhere_and_not_found_counts_as_done(cluster: rs.Cluster, unique_name: str) -> None:
+    library = make_library(unique_name)
+    assert (await engine.sync(library, target_of(cluster.nodes[0]))).ok
+    cluster.primaries()[0].client().execute_command("FUNCTION", "DELETE", unique_name)
+    result = await engine.delete(unique_name, target_of(cluster.nodes[0]))
+    assert result.ok
+    assert sorted(n.outcome for n in result.nodes) == [Outcome.DELETED, Outcome.DELETED, Outcome.UNCHANGED]
+    assert set(codes_on(cluster.primaries(), unique_name).values()) == {None}
+
+
+async def test_other_libraries_are_never_touched(cluster: rs.Cluster, unique_name: str) -> None:
+    bystander = make_library(f"{unique_name}_by")
+    assert (await engine.sync(bystander, target_of(cluster.nodes[0]))).ok
+    assert (await engine.sync(make_library(unique_name), target_of(cluster.nodes[0]))).ok
+    assert (await engine.delete(unique_name, target_of(cluster.nodes[0]))).ok
+    assert set(codes_on(cluster.primaries(), bystander.name).values()) == {bystander.code}
+
+
+async def test_library_name_match_is_exact(standalone: rs.RedisServer, unique_name: str) -> None:
+    """LIBRARYNAME is a case-insensitive glob: a library `<NAME>` must not count as `<name>`."""
+    upper = make_library(unique_name.upper(), functions=("u",))
+    assert (await engine.sync(upper, target_of(standalone))).ok
+    lower = make_library(unique_name, functions=("l",))
+    result = await engine.sync(lower, target_of(standalone))
+    assert result.ok and result.nodes[0].outcome is Outcome.LOADED
+    await engine.delete(upper.name, target_of(standalone))
+
+
+async def test_byte_exact_code_with_crlf_and_binary(standalone: rs.RedisServer, unique_name: str) -> None:
+    code = f"#!lua name={unique_name}\r\n-- caf\xe9 \xff\r\nredis.register_function('{unique_name}_f', function() return 1 end)  \r\n"
+    library = parse_library(code.encode("latin-1"))
+    result = await engine.sync(library, target_of(standalone))
+    assert result.ok
+    assert standalone.function_libraries()[unique_name] == library.code
+    assert (await engine.sync(library, target_of(standalone))).nodes[0].outcome is Outcome.UNCHANGED
+
+
+# --- topology changes (private clusters: these tests break things) --------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flavor", rs.FLAVORS)
+async def test_zero_slot_primary_gets_the_library_and_serves_after_reshard(
+    flavor: str, cluster_factory: Callable[..., rs.Cluster], unique_name: str
+) -> None:
+    cluster = cluster_factory(flavor)
+    newcomer = cluster.add_primary()
+    library = make_library(unique_name, "return redis.call('GET', keys[1])")
+    result = await engine.sync(library, target_of(cluster.nodes[0]))
+    assert result.ok
+    assert newcomer.address in {n.address for n in result.nodes}
+    assert next(n for n in result.nodes if n.address == newcomer.address).node.slots == ""
+    cluster.move_slots(range(0, 100), newcomer)
+    key = next(f"k{i}" for i in range(10_000) if _slot(cluster, f"k{i}") < 100)
+    client = cluster.cluster_client()
+    client.set(key, "moved")
+    assert client.fcall(f"{unique_name}_f", 1, key) == b"moved"
+
+
+@pytest.mark.slow
+async def test_failover_then_sync_has_nothing_to_do(
+    cluster_factory: Callable[..., rs.Cluster], unique_name: str
+) -> None:
+    cluster = cluster_factory("redis")
+    library = make_library(unique_name)
+    assert (await engine.sync(library, target_of(cluster.nodes[0]))).ok
+    old_primary = cluster.primaries()[0]
+    rs.wait_until(lambda: cluster.replica_of(old_primary).function_libraries().get(unique_name) == library.code)
+    promoted = cluster.kill_primary_and_wait_promotion(old_primary)
+    seed = next(n for n in cluster.nodes if n.is_running())
+    result = await engine.sync(library, target_of(seed))
+    assert result.ok
+    assert promoted.address in {n.address for n in result.nodes}
+    assert {n.outcome for n in result.nodes} == {Outcome.UNCHANGED}
+
+
+@pytest.mark.slow
+async def test_primary_restarted_empty_is_repaired(
+    cluster_factory: Callable[..., rs.Cluster], unique_name: str
+) -> None:
+    cluster = cluster_factory("redis")
+    library = make_library(unique_name)
+    assert (await engine.sync(library, target_of(cluster.nodes[0]))).ok
+    victim = cluster.primaries()[1]
+    victim.kill()
+    victim.restart()  # before node-timeout: comes back as an empty primary (facts §6.5)
+    cluster.wait_healthy()
+    assert victim.role() == "master" and unique_name not in victim.function_libraries()
+    result = await engine.sync(library, target_of(cluster.nodes[0]))
+    assert result.ok
+    outcomes = {n.address: n.outcome for n in result.nodes}
+    assert outcomes[victim.address] is Outcome.REPAIRED
+    assert list(outcomes.values()).count(Outcome.UNCHANGED) == 2
+
+
+# --- standalone, replication, sentinel ------------------------------------------------------------------------------
+
+
+async def test_replicated_pair_replica_seed_loads_the_primary(replicated: rs.Replicated, unique_name: str) -> None:
+    library = make_library(unique_name)
+    result = await engine.sync(library, target_of(replicated.replica))
+    assert result.ok
+    assert [n.address for n in result.nodes] == [replicated.primary.address]
+    assert result.topology is not None and result.topology.mode is Mode.STANDALONE
+    rs.wait_until(lambda: replicated.replica.function_libraries().get(unique_name) == library.code)
+
+
+async def test_several_standalone_seeds_are_several_deployments(
+    redis_standalone: rs.RedisServer, valkey_standalone: rs.RedisServer, unique_name: str
+) -> None:
+    library = make_library(unique_name)
+    result = await engine.sync(library, target_of(redis_standalone, valkey_standalone))
+    assert result.ok and len(result.nodes) == 2
+    assert codes_on([redis_standalone, valkey_standalone], unique_name) == {
+        redis_standalone.address: library.code,
+        valkey_standalone.address: library.code,
+    }
+
+
+@pytest.mark.slow
+async def test_sentinel_finds_the_master_and_follows_failover(
+    sentinel_factory: Callable[..., rs.Sentinel], unique_name: str
+) -> None:
+    setup = sentinel_factory("redis")
+    sentinels = tuple(Endpoint(h, p) for h, p in setup.sentinel_addresses)
+    target = Target(sentinels, Mode.SENTINEL, sentinel_master=setup.master_name)
+    library = make_library(unique_name)
+    first = await engine.sync(library, target)
+    assert first.ok and [n.address for n in first.nodes] == [setup.primary.address]
+    old = setup.primary.address
+    setup.failover()
+    v2 = make_library(unique_name, "return 'v2'")
+    second = await engine.sync(v2, target)
+    assert second.ok
+    assert [n.address for n in second.nodes] == [setup.primary.address] != [old]
+
+
+async def test_unreachable_target_is_transient(unique_name: str) -> None:
+    result = await engine.sync(make_library(unique_name), Target((Endpoint("127.0.0.1", rs.free_port()),), timeout=1))
+    assert not result.ok and not result.permanent
+    assert result.error is not None and result.error.kind is ErrorKind.CONNECTION_FAILED
+
+
+# --- auth and TLS ----------------------------------------------------------------------------------------------------
+
+
+async def test_wrong_password_is_a_clear_permanent_error(
+    server_factory: Callable[..., rs.RedisServer], unique_name: str
+) -> None:
+    server = server_factory("redis", password="right-horse-battery")
+    target = target_of(server, credentials=Credentials(None, "wrong-password"))
+    result = await engine.sync(make_library(unique_name), target)
+    assert result.permanent
+    assert result.error is not None and result.error.kind is ErrorKind.AUTHENTICATION_FAILED
+    assert "wrong-password" not in str(result) and "right-horse" not in str(result)
+    ok = await engine.sync(
+        make_library(unique_name), target_of(server, credentials=Credentials(None, "right-horse-battery"))
+    )
+    assert ok.ok
+
+
+async def test_acl_user_without_function_permission(
+    server_factory: Callable[..., rs.RedisServer], unique_name: str
+) -> None:
+    server = server_factory("redis", acl_users=["alice on >alice-pw ~* +@all -function"])
+    target = target_of(server, credentials=Credentials("alice", "alice-pw"))
+    result = await engine.sync(make_library(unique_name), target)
+    assert result.permanent
+    assert result.error is not None and result.error.kind is ErrorKind.PERMISSION_DENIED
+    assert "function" in result.error.message
+
+
+async def test_tls_verified_with_the_test_ca_and_wrong_ca_refused(
+    server_factory: Callable[..., rs.RedisServer], tls_files: rs.TlsFiles, unique_name: str
+) -> None:
+    server = server_factory("redis", tls=tls_files)
+    good = target_of(server, tls=TlsSettings(ca_file=str(tls_files.ca_cert)))
+    assert (await engine.sync(make_library(unique_name), good)).ok
+    bad = target_of(server, tls=TlsSettings(ca_file=str(tls_files.other_ca_cert)))
+    result = await engine.sync(make_library(unique_name), bad)
+    assert result.permanent
+    assert result.error is not None and result.error.kind is ErrorKind.TLS_FAILED
+    named = target_of(server, tls=TlsSettings(ca_data=tls_files.ca_cert.read_text(), server_name="localhost"))
+    assert (await engine.sync(make_library(unique_name), named)).ok
+    with_client_cert = target_of(
+        server,
+        tls=TlsSettings(
+            ca_file=str(tls_files.ca_cert), cert_file=str(tls_files.client_cert), key_file=str(tls_files.client_key)
+        ),
+    )
+    assert (await engine.sync(make_library(unique_name), with_client_cert)).ok
+
+
+def _load_calls(server: rs.RedisServer) -> int:
+    stats = server.info("commandstats")
+    entry = stats.get("cmdstat_function|load") or {}
+    return int(entry.get("calls", 0)) if isinstance(entry, dict) else 0
+
+
+def _slot(cluster: rs.Cluster, key: str) -> int:
+    return int(cluster.nodes[0].client().execute_command("CLUSTER", "KEYSLOT", key))
