@@ -1,0 +1,75 @@
+"""Fixtures for the e2e tests: one real control plane per session, the CRD, a fresh namespace per test.
+
+Every test under ``tests/e2e/`` gets the ``e2e`` marker, so ``pytest -m "not e2e"`` skips them all (and never starts
+the control plane). When the binaries are missing the tests fail, not skip, with the command to run.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from subprocess import CompletedProcess
+
+import pytest
+
+from tests.support.control_plane import ControlPlane, ControlPlaneBinariesMissing, require_binaries
+
+E2E_DIR = Path(__file__).resolve().parent
+REPO_ROOT = E2E_DIR.parents[1]
+CRD_DIR = REPO_ROOT / "crds"
+
+Kubectl = Callable[..., CompletedProcess[str]]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # A conftest hook sees every collected item, not only this folder's: filter by path.
+    for item in items:
+        if E2E_DIR in item.path.parents:
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def control_plane() -> Iterator[ControlPlane]:
+    """A real etcd + kube-apiserver for the whole session (ready in ~4 s; stopped at the end)."""
+    missing = ""
+    try:
+        require_binaries()
+    except ControlPlaneBinariesMissing as e:
+        missing = str(e)
+    if missing:  # outside the except block, so the report shows just the message
+        pytest.fail(missing, pytrace=False)
+    cp = ControlPlane()
+    cp.start()
+    try:
+        yield cp
+    finally:
+        cp.stop()
+
+
+@pytest.fixture(scope="session")
+def kubectl(control_plane: ControlPlane) -> Kubectl:
+    """``kubectl(*args, input=None, check=True)`` against the session's control plane."""
+    return control_plane.kubectl
+
+
+@pytest.fixture(scope="session")
+def crd_installed(control_plane: ControlPlane) -> None:
+    """Apply ``crds/*.yaml`` (server-side) and wait until every CRD is Established."""
+    files = sorted(CRD_DIR.glob("*.yaml"))
+    assert files, f"no CRDs in {CRD_DIR}"
+    for path in files:
+        control_plane.apply_yaml(path.read_text(), server_side=True)
+    control_plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", *(f"-f={path}" for path in files))
+
+
+@pytest.fixture
+def namespace(control_plane: ControlPlane, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace named after the test. Deleted without waiting at the end: with no controller-manager a
+    namespace never finishes terminating, which is harmless here."""
+    base = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-") or "test"
+    name = f"e2e-{base}-{secrets.token_hex(3)}"
+    control_plane.kubectl("create", "namespace", name)
+    yield name
+    control_plane.kubectl("delete", "namespace", name, "--wait=false", check=False)
