@@ -14,7 +14,9 @@ from subprocess import CompletedProcess
 
 import pytest
 
+from tests.e2e.helpers import Libraries
 from tests.support.control_plane import ControlPlane, ControlPlaneBinariesMissing, require_binaries
+from tests.support.operator_process import OperatorProcess, operator_env
 
 E2E_DIR = Path(__file__).resolve().parent
 REPO_ROOT = E2E_DIR.parents[1]
@@ -73,3 +75,31 @@ def namespace(control_plane: ControlPlane, request: pytest.FixtureRequest) -> It
     control_plane.kubectl("create", "namespace", name)
     yield name
     control_plane.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# the operator, as a process
+
+
+@pytest.fixture(scope="session")
+def operator(
+    control_plane: ControlPlane, crd_installed: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    """One operator process for the session, watching all namespaces (each test uses its own namespace).
+    ``--deletion-timeout 15`` keeps the "target down during delete" test short."""
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    process = OperatorProcess(
+        operator_env(control_plane.env()), log, args=("--all-namespaces", "--deletion-timeout", "15")
+    )
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+        print(f"\n--- operator log ({log}) tail ---\n{process.log_tail(40)}")
+
+
+@pytest.fixture
+def rfl(control_plane: ControlPlane, namespace: str) -> Libraries:
+    """Helpers to apply and inspect RedisFunctionLibrary objects in the test's namespace."""
+    return Libraries(control_plane, namespace)

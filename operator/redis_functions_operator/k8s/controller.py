@@ -1,0 +1,378 @@
+"""The controller: keeps every RedisFunctionLibrary it has seen converging, one reconcile at a time per object.
+
+kopf feeds it watch events (:meth:`Controller.observe`) and reference changes (:meth:`observe_reference`); the
+controller decides whether they matter (a new generation, a user annotation, a referenced Secret/ConfigMap) and
+schedules the object on its :class:`WorkQueue`. Workers run :meth:`reconcile`, which is a straight line:
+
+    annotations → spec → Secrets/ConfigMaps → library → engine.sync → status + events → next visit
+
+Each step's failure becomes a :class:`Failure` with a reason, so the status says exactly what is wrong. Nothing here
+imports kopf: the handlers module is the only place that knows about it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from redis_functions_operator.k8s.kube import Kube, ObjectRef
+from redis_functions_operator.k8s.resolve import ResolveError, resolve
+from redis_functions_operator.k8s.workqueue import WorkQueue
+from redis_functions_operator.library import Library, LibraryError, parse_library
+from redis_functions_operator.lint import Severity, lint
+from redis_functions_operator.reconcile import schedule
+from redis_functions_operator.reconcile.conditions import READY, find
+from redis_functions_operator.reconcile.spec import (
+    Controls,
+    DeletionPolicy,
+    LibrarySpec,
+    RefKind,
+    SpecError,
+    parse_controls,
+    parse_spec,
+)
+from redis_functions_operator.reconcile.status import Attempt, Failure, render_status, status_changed
+from redis_functions_operator.redis import sync as engine
+from redis_functions_operator.redis.connect import Connector, Target
+from redis_functions_operator.redis.sync import Outcome, SyncResult
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]  # (namespace, name)
+
+#: Lint rules that mean "loading this can hurt the server", refused before any FUNCTION LOAD.
+UNSAFE_RULES = frozenset({"top-level-log"})
+
+
+@dataclass(frozen=True)
+class ControllerSettings:
+    workers: int = 16
+    redis_timeout: float = 5.0
+    connector_idle_seconds: float = 600.0
+
+
+@dataclass
+class Tracked:
+    body: Mapping[str, Any]
+    handled_token: tuple[Any, ...] | None = None
+    refs: frozenset[tuple[RefKind, str]] = frozenset()
+    failures_in_a_row: int = 0
+
+
+@dataclass
+class _CachedConnector:
+    connector: Connector
+    last_used: float = field(default_factory=time.monotonic)
+
+
+class Controller:
+    def __init__(
+        self,
+        kube: Kube,
+        settings: ControllerSettings | None = None,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
+        self.kube = kube
+        self.settings = settings or ControllerSettings()
+        self.queue: WorkQueue[Key] = WorkQueue()
+        self._objects: dict[Key, Tracked] = {}
+        self._connectors: dict[Target, _CachedConnector] = {}
+        self._clock = clock
+        self._heartbeat = time.monotonic()
+
+    # --- inputs from the watch ------------------------------------------------------------------------------------
+
+    def observe(self, body: Mapping[str, Any]) -> None:
+        """A watch event (or the initial listing) for a RedisFunctionLibrary."""
+        meta = body.get("metadata") or {}
+        key: Key = (str(meta.get("namespace")), str(meta.get("name")))
+        tracked = self._objects.get(key)
+        if tracked is None:
+            tracked = self._objects[key] = Tracked(body)
+        else:
+            tracked.body = body
+        tracked.refs = _references(body)
+        if trigger_token(body) != tracked.handled_token:
+            self.queue.add(key)
+
+    def forget(self, body: Mapping[str, Any]) -> None:
+        meta = body.get("metadata") or {}
+        key: Key = (str(meta.get("namespace")), str(meta.get("name")))
+        self._objects.pop(key, None)
+        self.queue.remove(key)
+
+    def observe_reference(self, kind: RefKind, namespace: str, name: str) -> int:
+        """A Secret or ConfigMap changed: wake every library that reads it. Returns how many were woken."""
+        woken = 0
+        for key, tracked in self._objects.items():
+            if key[0] == namespace and (kind, name) in tracked.refs:
+                self.queue.add(key)
+                woken += 1
+        return woken
+
+    def tracked(self) -> int:
+        return len(self._objects)
+
+    # --- the loop -------------------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run the workers until cancelled."""
+        workers = [asyncio.create_task(self._worker(i)) for i in range(self.settings.workers)]
+        try:
+            while True:
+                await asyncio.sleep(30)
+                await self._close_idle_connectors()
+        finally:
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            for cached in self._connectors.values():
+                await cached.connector.aclose()
+            self._connectors.clear()
+
+    async def _worker(self, number: int) -> None:
+        while True:
+            self._heartbeat = time.monotonic()
+            key = await self.queue.get()
+            self._heartbeat = time.monotonic()
+            delay: float | None = None
+            try:
+                delay = await self.reconcile(key)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("reconcile of %s/%s failed unexpectedly; retrying in 30s", *key)
+                delay = 30.0
+            finally:
+                self.queue.done(key, delay)
+
+    def health(self) -> dict[str, Any]:
+        """For the liveness probe: a queue that has work overdue by minutes while nothing runs is stuck."""
+        overdue = self.queue.overdue()
+        stuck = overdue > 300 and self.queue.in_flight() == 0
+        return {
+            "libraries": len(self._objects),
+            "queued": len(self.queue),
+            "inFlight": self.queue.in_flight(),
+            "overdueSeconds": round(overdue, 1),
+            "healthy": not stuck,
+        }
+
+    # --- one reconcile --------------------------------------------------------------------------------------------
+
+    async def reconcile(self, key: Key) -> float | None:
+        """Bring one object to its desired state; return the delay until its next visit (None: only on change)."""
+        tracked = self._objects.get(key)
+        if tracked is None:
+            return None
+        body = tracked.body
+        tracked.handled_token = trigger_token(body)
+        meta = body.get("metadata") or {}
+        if meta.get("deletionTimestamp"):
+            return None  # the delete handler owns the object now
+        ref = ObjectRef.of(body)
+        previous: Mapping[str, Any] = body.get("status") or {}
+        controls = parse_controls(meta.get("annotations"))
+        now = _rfc3339(self._clock())
+        base = Attempt(generation=ref.generation, now=now, controls=controls)
+
+        if controls.paused or not controls.managed:
+            await self._write_status(ref, base, previous)
+            return None
+        try:
+            spec = parse_spec(body.get("spec") or {})
+        except SpecError as exc:
+            return await self._fail(tracked, ref, base, previous, Failure(exc.reason, exc.message, True), 300.0)
+        base = Attempt(generation=ref.generation, now=now, controls=controls, version=spec.version)
+        try:
+            resolved = await resolve(spec, ref.namespace, self.kube, self.settings.redis_timeout)
+        except ResolveError as exc:
+            failure = Failure(exc.reason, exc.message, permanent=True)
+            delay = schedule.after_transient(
+                tracked.failures_in_a_row + 1, spec.resync_seconds, schedule.MISSING_REFERENCE_CAP
+            )
+            return await self._fail(tracked, ref, base, previous, failure, delay)
+        except ApiException as exc:
+            failure = Failure("KubernetesApiError", f"reading a referenced object: {exc.status} {exc.reason}", False)
+            delay = schedule.after_transient(tracked.failures_in_a_row + 1, spec.resync_seconds)
+            return await self._fail(tracked, ref, base, previous, failure, delay)
+        library_or_failure = check_library(resolved.code, spec)
+        if isinstance(library_or_failure, Failure):
+            return await self._fail(tracked, ref, base, previous, library_or_failure, 300.0)
+        library = library_or_failure
+        attempt = Attempt(generation=ref.generation, now=now, controls=controls, version=spec.version, library=library)
+
+        if previous.get("observedGeneration") != ref.generation:
+            in_progress = Attempt(
+                generation=ref.generation, now=now, controls=controls, version=spec.version, library=library,
+                in_progress=True,
+            )  # fmt: skip
+            previous = await self._write_status(ref, in_progress, previous)
+
+        result = await engine.sync(library, resolved.target, connector=self._connector(resolved.target))
+        delay = self._next_delay(tracked, spec, result)
+        attempt = Attempt(
+            generation=ref.generation, now=now, controls=controls, version=spec.version, library=library,
+            result=result, retry_in=delay,
+        )  # fmt: skip
+        await self._post_events(ref, spec, library, result, previous, attempt)
+        await self._write_status(ref, attempt, previous)
+        return delay
+
+    def _next_delay(self, tracked: Tracked, spec: LibrarySpec, result: SyncResult) -> float:
+        if result.ok:
+            tracked.failures_in_a_row = 0
+            return schedule.after_success(spec.resync_seconds)
+        tracked.failures_in_a_row += 1
+        if result.permanent:
+            return schedule.after_permanent(spec.resync_seconds)
+        return schedule.after_transient(tracked.failures_in_a_row, spec.resync_seconds)
+
+    async def _fail(
+        self,
+        tracked: Tracked,
+        ref: ObjectRef,
+        base: Attempt,
+        previous: Mapping[str, Any],
+        failure: Failure,
+        delay: float,
+    ) -> float:
+        tracked.failures_in_a_row += 1
+        attempt = Attempt(
+            generation=base.generation, now=base.now, controls=base.controls, version=base.version,
+            failure=failure, retry_in=delay,
+        )  # fmt: skip
+        old_ready = find(previous.get("conditions") or [], READY)
+        if not old_ready or old_ready.get("reason") != failure.reason:
+            await self.kube.post_event(ref, "Warning", failure.reason, failure.message)
+        await self._write_status(ref, attempt, previous)
+        return delay
+
+    async def _write_status(self, ref: ObjectRef, attempt: Attempt, previous: Mapping[str, Any]) -> Mapping[str, Any]:
+        status = render_status(attempt, previous)
+        if status_changed(status, previous):
+            await self.kube.patch_status(ref, status, previous)
+        return status
+
+    async def _post_events(
+        self,
+        ref: ObjectRef,
+        spec: LibrarySpec,
+        library: Library,
+        result: SyncResult,
+        previous: Mapping[str, Any],
+        attempt: Attempt,
+    ) -> None:
+        loaded = [n for n in result.nodes if n.outcome is Outcome.LOADED]
+        repaired = [n for n in result.nodes if n.outcome is Outcome.REPAIRED]
+        version = f"version {spec.version} " if spec.version else ""
+        if loaded:
+            updated = any(n.before_sha256 for n in loaded)
+            message = (
+                f"library {library.name} {version}(sha256 {library.sha256[:12]}) "
+                f"{'updated' if updated else 'loaded'} on {len(loaded)}/{len(result.nodes)} primaries"
+            )
+            await self.kube.post_event(ref, "Normal", "Updated" if updated else "Loaded", message)
+        if repaired:
+            details = ", ".join(
+                f"{n.address} ({'missing' if not n.before_sha256 else 'held other code'})" for n in repaired
+            )
+            await self.kube.post_event(ref, "Normal", "DriftRepaired", f"library {library.name} repaired on {details}")
+        if not result.ok:
+            old_ready = find(previous.get("conditions") or [], READY)
+            new_ready = find(render_status(attempt, previous)["conditions"], READY)
+            if new_ready and (not old_ready or old_ready.get("reason") != new_ready.get("reason")):
+                kind = "Warning"
+                await self.kube.post_event(ref, kind, str(new_ready["reason"]), str(new_ready["message"]))
+
+    # --- deletion -------------------------------------------------------------------------------------------------
+
+    async def cleanup(self, body: Mapping[str, Any]) -> SyncResult | str:
+        """FUNCTION DELETE the object's library on every primary. Returns the engine result, or a string saying
+        why nothing needs to (or can) be done."""
+        meta = body.get("metadata") or {}
+        status: Mapping[str, Any] = body.get("status") or {}
+        try:
+            spec = parse_spec(body.get("spec") or {})
+        except SpecError as exc:
+            return f"nothing deleted: {exc.message}"
+        name = status.get("libraryName") or spec.library_name
+        if not name and spec.code is not None:
+            try:
+                name = parse_library(spec.code).name
+            except LibraryError:
+                name = None
+        if not name:
+            return "nothing to delete: the library was never identified"
+        resolved = await resolve(spec, str(meta.get("namespace")), self.kube, self.settings.redis_timeout)
+        return await engine.delete(str(name), resolved.target, connector=self._connector(resolved.target))
+
+    # --- connections ----------------------------------------------------------------------------------------------
+
+    def _connector(self, target: Target) -> Connector:
+        cached = self._connectors.get(target)
+        if cached is None:
+            cached = self._connectors[target] = _CachedConnector(Connector(target))
+        cached.last_used = time.monotonic()
+        return cached.connector
+
+    async def _close_idle_connectors(self) -> None:
+        limit = time.monotonic() - self.settings.connector_idle_seconds
+        for target in [t for t, c in self._connectors.items() if c.last_used < limit]:
+            await self._connectors.pop(target).connector.aclose()
+
+
+def check_library(code: bytes, spec: LibrarySpec) -> Library | Failure:
+    """Parse and vet the code before any server sees it."""
+    try:
+        library = parse_library(code)
+    except LibraryError as exc:
+        return Failure("InvalidLibrary", f"line {exc.line}: {exc.message}", permanent=True)
+    if spec.library_name and spec.library_name != library.name:
+        message = f"spec.libraryName is {spec.library_name!r} but the code's shebang names {library.name!r}"
+        return Failure("LibraryNameMismatch", message, permanent=True)
+    unsafe = [f for f in lint(code) if f.severity is Severity.ERROR and f.rule in UNSAFE_RULES]
+    if unsafe:
+        finding = unsafe[0]
+        return Failure("UnsafeLibrary", f"line {finding.line}: {finding.message}", permanent=True)
+    return library
+
+
+def trigger_token(body: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What, when it changes, calls for a reconcile now: identity, generation, the user's annotations."""
+    meta = body.get("metadata") or {}
+    controls: Controls = parse_controls(meta.get("annotations"))
+    return (
+        meta.get("uid"),
+        meta.get("generation"),
+        controls.paused,
+        controls.managed,
+        controls.reconcile_requested_at,
+        bool(meta.get("deletionTimestamp")),
+    )
+
+
+def needs_cleanup(body: Mapping[str, Any]) -> bool:
+    """Whether deleting this object must remove the library from Redis (and so whether it carries the finalizer)."""
+    spec = body.get("spec") or {}
+    controls = parse_controls((body.get("metadata") or {}).get("annotations"))
+    policy = spec.get("deletionPolicy") or DeletionPolicy.DELETE.value
+    return policy == DeletionPolicy.DELETE.value and controls.managed and not controls.paused
+
+
+def _references(body: Mapping[str, Any]) -> frozenset[tuple[RefKind, str]]:
+    try:
+        return parse_spec(body.get("spec") or {}).references()
+    except SpecError:
+        return frozenset()
+
+
+def _rfc3339(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,128 @@
+"""kopf handlers: thin. They translate kopf's callbacks into calls on the :class:`Controller` and nothing more.
+
+* ``on.event`` for RedisFunctionLibrary objects feeds the controller (the initial listing on start is how a restarted
+  operator resumes: every object is verified once, and nothing already right is reloaded);
+* ``on.event`` for Secrets and ConfigMaps wakes the libraries that read them (a Secret that appears later makes a
+  Stalled object Ready without any edit to it);
+* ``on.delete`` — registered with a ``when`` filter, so kopf keeps its finalizer *only* on objects whose deletion
+  must remove the library from Redis (``deletionPolicy: Delete``, managed, not paused). Patching
+  ``deletionPolicy: Retain`` on an object stuck in deletion removes the finalizer and releases it.
+
+Settings are chosen deliberately: kopf's own bookkeeping lives in annotations under ``kopf.redisfunctions.dev`` (a
+prefix distinct from the user-facing ``redisfunctions.dev/`` annotations, which kopf would otherwise hide from change
+detection), and its diff-base ignores ``spec``, so a library of hundreds of KiB is never copied into an annotation
+(all annotations of an object share a 256 KiB limit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from typing import Any
+
+import kopf
+
+from redis_functions_operator.k8s.controller import Controller, needs_cleanup
+from redis_functions_operator.k8s.kube import GROUP, PLURAL, VERSION, ObjectRef
+from redis_functions_operator.reconcile.spec import RefKind
+from redis_functions_operator.redis.sync import SyncResult
+
+FINALIZER = "redisfunctions.dev/cleanup"
+KOPF_PREFIX = "kopf.redisfunctions.dev"
+
+registry = kopf.OperatorRegistry()
+log = logging.getLogger(__name__)
+
+
+@kopf.on.login(registry=registry)
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """Same credentials as the ``kubernetes`` client (in-cluster service account, else KUBECONFIG); a private
+    registry does not get kopf's default login handlers."""
+    return kopf.login_via_client(**kwargs)
+
+
+@kopf.on.startup(registry=registry)
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX, v1=False)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=KOPF_PREFIX, key="last-handled-configuration", ignored_fields=["spec", "metadata"], v1=False
+    )
+    settings.posting.reporting_component = "redis-functions-operator"
+    settings.posting.level = logging.WARNING  # our own events are richer; kopf's only for its warnings/errors
+    settings.networking.request_timeout = 60
+    settings.watching.server_timeout = 300
+    settings.execution.max_workers = 8
+    controller: Controller = memo.controller
+    memo.controller_task = asyncio.create_task(controller.run(), name="controller")
+
+
+@kopf.on.cleanup(registry=registry)
+async def stop(memo: kopf.Memo, **_: Any) -> None:
+    task: asyncio.Task[None] | None = memo.get("controller_task")
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
+def library_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    controller: Controller = memo.controller
+    if type == "DELETED":
+        controller.forget(body)
+    else:
+        controller.observe(body)
+
+
+@kopf.on.event("", "v1", "secrets", registry=registry)
+def secret_event(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+    if namespace:
+        memo.controller.observe_reference(RefKind.SECRET, namespace, name)
+
+
+@kopf.on.event("", "v1", "configmaps", registry=registry)
+def config_map_event(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+    if namespace:
+        memo.controller.observe_reference(RefKind.CONFIG_MAP, namespace, name)
+
+
+def _needs_cleanup(body: kopf.Body, **_: Any) -> bool:
+    return needs_cleanup(body)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL, id="cleanup", registry=registry, when=_needs_cleanup, backoff=5)
+async def cleanup(body: kopf.Body, memo: kopf.Memo, started: dt.datetime, **_: Any) -> None:
+    """Remove the library from every primary; bounded by ``--deletion-timeout``."""
+    controller: Controller = memo.controller
+    ref = ObjectRef.of(body)
+    elapsed = (dt.datetime.now(dt.UTC) - started.replace(tzinfo=started.tzinfo or dt.UTC)).total_seconds()
+    try:
+        outcome: SyncResult | str = await controller.cleanup(body)
+    except Exception as exc:  # unresolvable Secret, API error: same bounded retry as an unreachable node
+        outcome = f"{type(exc).__name__}: {exc}"
+        failed = True
+    else:
+        failed = isinstance(outcome, SyncResult) and not outcome.ok
+    if not failed:
+        message = outcome if isinstance(outcome, str) else f"library {outcome.library} deleted from every primary"
+        await controller.kube.post_event(ref, "Normal", "Deleted", message)
+        return
+    detail = _delete_failure(outcome)
+    timeout: float = memo.deletion_timeout
+    if elapsed >= timeout:
+        message = f"gave up after {elapsed:.0f}s: {detail}; the library may remain in Redis"
+        await controller.kube.post_event(ref, "Warning", "DeleteTimedOut", message)
+        return
+    hint = "patch spec.deletionPolicy to Retain to release the object without touching Redis"
+    await controller.kube.post_event(ref, "Warning", "DeleteFailed", f"{detail}; retrying ({hint})")
+    raise kopf.TemporaryError(detail, delay=min(30.0, 2.0 + elapsed / 4))
+
+
+def _delete_failure(outcome: SyncResult | str) -> str:
+    if isinstance(outcome, str):
+        return outcome
+    failing = [n for n in outcome.nodes if n.error is not None]
+    if failing:
+        return "; ".join(f"{n.address}: {n.error.describe()}" for n in failing if n.error)
+    return outcome.error.describe() if outcome.error else "not every primary confirmed the delete"

@@ -1,0 +1,131 @@
+"""The few Kubernetes API calls the operator makes, off the event loop.
+
+The official ``kubernetes`` client is synchronous; every call here runs in a worker thread (``asyncio.to_thread``)
+so a slow API server never stalls Redis work. kopf watches and manages finalizers with its own client; this module
+is only for what kopf does not do: reading Secrets/ConfigMaps, writing ``status``, posting Events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+
+GROUP = "redisfunctions.dev"
+VERSION = "v1alpha1"
+PLURAL = "redisfunctionlibraries"
+KIND = "RedisFunctionLibrary"
+COMPONENT = "redis-functions-operator"
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    namespace: str
+    name: str
+    uid: str = ""
+    generation: int = 0
+
+    @classmethod
+    def of(cls, body: Mapping[str, Any]) -> ObjectRef:
+        meta = body.get("metadata") or {}
+        return cls(
+            str(meta.get("namespace")),
+            str(meta.get("name")),
+            str(meta.get("uid") or ""),
+            int(meta.get("generation") or 0),
+        )
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+class Kube:
+    """Thin async facade over the sync client; one instance per operator process."""
+
+    def __init__(self, api: k8s.ApiClient, timeout: float = 30.0) -> None:
+        self._core = k8s.CoreV1Api(api)
+        self._custom = k8s.CustomObjectsApi(api)
+        self._timeout = timeout
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, bytes] | None:
+        """A Secret's decoded data, or None when it does not exist."""
+        try:
+            secret = await asyncio.to_thread(
+                self._core.read_namespaced_secret, name, namespace, _request_timeout=self._timeout
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+
+    async def read_config_map(self, namespace: str, name: str) -> dict[str, bytes] | None:
+        """A ConfigMap's data and binaryData as bytes, or None when it does not exist."""
+        try:
+            cm = await asyncio.to_thread(
+                self._core.read_namespaced_config_map, name, namespace, _request_timeout=self._timeout
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        data = {k: v.encode("utf-8") for k, v in (cm.data or {}).items()}
+        data.update({k: base64.b64decode(v) for k, v in (cm.binary_data or {}).items()})
+        return data
+
+    async def patch_status(self, ref: ObjectRef, status: Mapping[str, Any], previous: Mapping[str, Any]) -> bool:
+        """Replace the object's status with ``status`` (a merge patch that also removes fields we no longer set).
+        Returns False when the object is gone."""
+        body: dict[str, Any] = {key: None for key in previous if key not in status}
+        body.update(status)
+        try:
+            await asyncio.to_thread(
+                self._custom.patch_namespaced_custom_object_status,
+                GROUP,
+                VERSION,
+                ref.namespace,
+                PLURAL,
+                ref.name,
+                {"status": body},
+                _content_type="application/merge-patch+json",
+                _request_timeout=self._timeout,
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    async def post_event(self, ref: ObjectRef, type_: str, reason: str, message: str) -> None:
+        """Best effort: an Event that cannot be posted is logged, never raised."""
+        now = dt.datetime.now(dt.UTC)
+        event = k8s.CoreV1Event(
+            metadata=k8s.V1ObjectMeta(generate_name=f"{ref.name}.", namespace=ref.namespace),
+            involved_object=k8s.V1ObjectReference(
+                api_version=f"{GROUP}/{VERSION}", kind=KIND, name=ref.name, namespace=ref.namespace, uid=ref.uid or None
+            ),
+            reason=reason,
+            message=message[:1024],
+            type=type_,
+            source=k8s.V1EventSource(component=COMPONENT),
+            reporting_component=COMPONENT,
+            reporting_instance=COMPONENT,
+            first_timestamp=now,
+            last_timestamp=now,
+            count=1,
+        )
+        try:
+            await asyncio.to_thread(
+                self._core.create_namespaced_event, ref.namespace, event, _request_timeout=self._timeout
+            )
+        except Exception as exc:  # events are a courtesy; never fail a reconcile over one
+            log.warning("could not post event %s for %s: %s", reason, ref, exc)

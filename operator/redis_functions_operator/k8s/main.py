@@ -1,0 +1,117 @@
+"""``redis-functions-operator run``: configure logging and the Kubernetes client, then run kopf with our registry,
+the controller and a small health server.
+
+The health endpoint is our own (not kopf's ``--liveness``), because it must answer 503 when the controller's queue
+is stuck — kopf's endpoint only reports probe handler results and cannot fail by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import sys
+from typing import Any
+
+import kopf
+from aiohttp import web
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+
+from redis_functions_operator.k8s import handlers
+from redis_functions_operator.k8s.controller import Controller
+from redis_functions_operator.k8s.kube import Kube
+from redis_functions_operator.redis.connect import Endpoint
+
+log = logging.getLogger("redis_functions_operator")
+
+
+def run_operator(args: argparse.Namespace) -> int:
+    configure_logging(args.log_format, args.verbose)
+    try:
+        load_kubernetes_config()
+    except k8s_config.ConfigException as exc:
+        log.error("no Kubernetes configuration: %s (set KUBECONFIG or run in a cluster)", exc)
+        return 2
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(args))
+    return 0
+
+
+def load_kubernetes_config() -> None:
+    """In-cluster service account first, then KUBECONFIG / ~/.kube/config (also what kopf piggybacks on)."""
+    try:
+        k8s_config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except k8s_config.ConfigException:
+        k8s_config.load_kube_config()  # type: ignore[no-untyped-call]
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    controller = Controller(Kube(k8s.ApiClient()))
+    memo = kopf.Memo(controller=controller, deletion_timeout=float(args.deletion_timeout))
+    health = await start_health_server(args.liveness, controller)
+    namespaces = list(args.namespace or [])
+    try:
+        await kopf.operator(
+            registry=handlers.registry,
+            memo=memo,
+            standalone=True,
+            clusterwide=bool(args.all_namespaces or not namespaces),
+            namespaces=namespaces,
+        )
+    finally:
+        if health is not None:
+            await health.cleanup()
+
+
+async def start_health_server(address: str | None, controller: Controller) -> web.AppRunner | None:
+    """``GET /healthz``: 200 with the controller's figures, 503 when its work queue is stuck."""
+    if not address:
+        return None
+    endpoint = Endpoint.parse(address, default_port=8080)
+
+    async def healthz(_: web.Request) -> web.Response:
+        report = controller.health()
+        return web.json_response(report, status=200 if report["healthy"] else 503)
+
+    app = web.Application()
+    app.add_routes([web.get("/healthz", healthz)])
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, endpoint.host, endpoint.port).start()
+    log.info("health endpoint on http://%s/healthz", endpoint)
+    return runner
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for attr in ("k8s_ref", "object"):
+            if hasattr(record, attr):
+                entry[attr] = getattr(record, attr)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(fmt: str, verbose: bool) -> None:
+    """Human or JSON logs on stderr, for our loggers and kopf's alike. Never debug by default: kopf's debug logs
+    include object bodies."""
+    kopf.configure(verbose=verbose, log_format=kopf.LogFormat.JSON if fmt == "json" else kopf.LogFormat.FULL)
+    root = logging.getLogger()
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("[%(asctime)s] %(name)-28.28s [%(levelname)-7s] %(message)s"))
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    for noisy in ("kubernetes", "urllib3", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,89 @@
+"""A delaying work queue keyed by object, in the spirit of client-go's: each key is scheduled at most once, is never
+processed by two workers at the same time, and a key re-added while in flight runs again right after.
+
+Why not kopf timers or daemons: both are one asyncio task per object and force a finalizer on every object (kopf
+adds its finalizer whenever a timer or daemon matches), while the API promises the finalizer only for
+``deletionPolicy: Delete``. A queue also lets the delay vary per attempt (resync, backoff, slow retry of a
+permanent error) and lets a change wake an object at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import time
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+
+
+class WorkQueue(Generic[K]):
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._due: dict[K, float] = {}
+        self._heap: list[tuple[float, int, K]] = []
+        self._seq = itertools.count()
+        self._in_flight: set[K] = set()
+        self._again: dict[K, float] = {}  # re-added while in flight: run again at this time
+        self._changed = asyncio.Event()
+
+    def add(self, key: K, delay: float = 0.0) -> None:
+        """Schedule ``key`` in ``delay`` seconds, unless it is already due sooner."""
+        when = self._clock() + max(0.0, delay)
+        if key in self._in_flight:
+            self._again[key] = min(when, self._again.get(key, when))
+            return
+        current = self._due.get(key)
+        if current is not None and current <= when:
+            return
+        self._due[key] = when
+        heapq.heappush(self._heap, (when, next(self._seq), key))
+        self._changed.set()
+
+    def remove(self, key: K) -> None:
+        self._due.pop(key, None)
+        self._again.pop(key, None)
+
+    def done(self, key: K, next_delay: float | None) -> None:
+        """Finish processing ``key``; schedule it again after ``next_delay`` (None: only when something changes),
+        or sooner if it was re-added meanwhile."""
+        self._in_flight.discard(key)
+        again = self._again.pop(key, None)
+        if next_delay is not None:
+            self.add(key, next_delay)
+        if again is not None:
+            self.add(key, max(0.0, again - self._clock()))
+
+    def __len__(self) -> int:
+        return len(self._due)
+
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    def overdue(self) -> float:
+        """How late the most overdue key is, in seconds (0 when nothing is late): a stuck queue shows here."""
+        now = self._clock()
+        return max((now - when for when in self._due.values()), default=0.0) if self._due else 0.0
+
+    async def get(self) -> K:
+        """Wait for the next due key and mark it in flight."""
+        while True:
+            self._changed.clear()
+            now = self._clock()
+            while self._heap:
+                when, _, key = self._heap[0]
+                if self._due.get(key) != when:  # stale entry: rescheduled or removed
+                    heapq.heappop(self._heap)
+                    continue
+                if when > now:
+                    break
+                heapq.heappop(self._heap)
+                del self._due[key]
+                self._in_flight.add(key)
+                return key
+            timeout = (self._heap[0][0] - now) if self._heap else None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout)

@@ -1,0 +1,251 @@
+"""An attempt's outcome → the object's ``status``: conditions, per-node detail, and nothing secret.
+
+The rules, in one place (``tests/unit/test_status.py`` pins each):
+
+=====================================  =========  ===========  =======  ==================================
+situation                              Ready      Reconciling  Stalled  ReconciliationPaused
+=====================================  =========  ===========  =======  ==================================
+working on a new generation            False      True         False    —
+every primary verified                 True       False        False    —
+transient failure (will retry)         False      True         False    —
+permanent failure (needs a change)     False      False        True     —
+paused or unmanaged                    —          False        False    True
+=====================================  =========  ===========  =======  ==================================
+
+Reasons are PascalCase and stable: ``Verified``, ``Progressing``, ``ProgressingWithRetry``, the engine's
+:class:`ErrorKind` values (``CompileError``, ``FunctionNameConflict``, ``AuthenticationFailed``...), and the spec
+layer's (``InvalidSpec``, ``SecretNotFound``...). ``observedGeneration`` is always the generation acted on, also
+while paused, so kstatus never waits on an object the operator has seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis_functions_operator.library import Library
+from redis_functions_operator.reconcile.conditions import (
+    PAUSED,
+    READY,
+    RECONCILING,
+    STALLED,
+    Condition,
+    render_conditions,
+)
+from redis_functions_operator.reconcile.spec import Controls
+from redis_functions_operator.redis.errors import NodeError
+from redis_functions_operator.redis.sync import NodeResult, Outcome, SyncResult
+
+VERIFIED = "Verified"
+PROGRESSING = "Progressing"
+WITH_RETRY = "ProgressingWithRetry"
+
+_UNREACHABLE_KINDS = {"ConnectionFailed", "Timeout", "TLSHandshakeFailed"}
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A failure found before (or instead of) talking to Redis: bad spec, missing Secret, ..."""
+
+    reason: str
+    message: str
+    permanent: bool
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What one reconcile learned; everything ``render_status`` needs."""
+
+    generation: int
+    now: str
+    controls: Controls = field(default_factory=Controls)
+    library: Library | None = None
+    version: str | None = None
+    result: SyncResult | None = None
+    failure: Failure | None = None
+    retry_in: float | None = None
+    in_progress: bool = False  # a rollout is starting: write Reconciling before touching Redis
+
+    @property
+    def permanent(self) -> bool:
+        if self.failure is not None:
+            return self.failure.permanent
+        return self.result is not None and self.result.permanent
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None and self.result is not None and self.result.ok
+
+
+def desired_conditions(attempt: Attempt) -> list[Condition]:
+    controls = attempt.controls
+    if not controls.managed or controls.paused:
+        reason = "Unmanaged" if not controls.managed else "Paused"
+        message = (
+            "annotation redisfunctions.dev/managed=false: the operator does not touch this library"
+            if not controls.managed
+            else "annotation redisfunctions.dev/pause-reconciliation=true: reconciliation is paused"
+        )
+        return [
+            Condition(RECONCILING, False, reason, message),
+            Condition(STALLED, False, reason, message),
+            Condition(PAUSED, True, reason, message),
+        ]
+    if attempt.in_progress:
+        message = f"loading generation {attempt.generation} on every primary"
+        return [
+            Condition(READY, False, PROGRESSING, message),
+            Condition(RECONCILING, True, PROGRESSING, message),
+            Condition(STALLED, False, PROGRESSING, message),
+        ]
+    if attempt.ok:
+        assert attempt.result is not None
+        message = summary(attempt.result)
+        return [
+            Condition(READY, True, VERIFIED, message),
+            Condition(RECONCILING, False, VERIFIED, message),
+            Condition(STALLED, False, VERIFIED, message),
+        ]
+    reason, message = failure_reason(attempt)
+    if attempt.permanent:
+        return [
+            Condition(READY, False, reason, message),
+            Condition(RECONCILING, False, reason, message),
+            Condition(STALLED, True, reason, message),
+        ]
+    retry = f"; retrying in {_seconds(attempt.retry_in)}" if attempt.retry_in is not None else "; retrying"
+    return [
+        Condition(READY, False, reason, message + retry),
+        Condition(RECONCILING, True, WITH_RETRY, message + retry),
+        Condition(STALLED, False, WITH_RETRY, message + retry),
+    ]
+
+
+def failure_reason(attempt: Attempt) -> tuple[str, str]:
+    """The decisive reason and a message naming the node(s) involved, with Redis' own words."""
+    if attempt.failure is not None:
+        return attempt.failure.reason, attempt.failure.message
+    result = attempt.result
+    assert result is not None
+    error = result.error
+    if error is None:
+        failing = [n for n in result.nodes if not n.verified]
+        if not failing:
+            return "NoPrimaries", "no primary found"
+        return PROGRESSING, f"{len(failing)} primaries not verified"
+    where = result.blocking_node or _first_failing_address(result.nodes, error)
+    location = f" on {where}" if where else ""
+    message = f"{error.describe()}{location}"
+    rolled_back = [n.address for n in result.nodes if n.outcome is Outcome.ROLLED_BACK]
+    if rolled_back:
+        message += f"; {', '.join(rolled_back)} put back to their previous code"
+    elif result.permanent and any(n.outcome is Outcome.SKIPPED for n in result.nodes):
+        message += "; no other primary was changed"
+    others = [n for n in result.nodes if n.error is not None and n.error is not error]
+    if others and not result.permanent:
+        message += f" (and {len(others)} more)"
+    return error.kind.value, message
+
+
+def summary(result: SyncResult) -> str:
+    total = len(result.nodes)
+    sha = result.sha256[:12]
+    return f"{result.verified_count}/{total} primaries hold library {result.library} (sha256 {sha}...)"
+
+
+def render_status(attempt: Attempt, previous: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The full status to write. Fields from ``previous`` are carried over where this attempt learned nothing new
+    (e.g. a paused object keeps its last per-node detail)."""
+    previous = dict(previous or {})
+    status: dict[str, Any] = {"observedGeneration": attempt.generation}
+    status["conditions"] = render_conditions(
+        desired_conditions(attempt), previous.get("conditions") or [], attempt.generation, attempt.now
+    )
+    library = attempt.library
+    if library is not None:
+        status["libraryName"] = library.name
+        status["codeSha256"] = library.sha256
+        status["functions"] = [{"name": f.name, "flags": list(f.flags)} for f in library.functions]
+    else:
+        for key in ("libraryName", "codeSha256", "functions"):
+            if key in previous:
+                status[key] = previous[key]
+    if attempt.version is not None:
+        status["version"] = attempt.version
+    result = attempt.result
+    if result is not None and result.nodes:
+        status["nodes"] = node_entries(result)
+        status["readyPrimaries"] = f"{result.verified_count}/{len(result.nodes)}"
+        changed = bool(result.changed) or previous.get("codeSha256") != status.get("codeSha256")
+        status["lastSyncTime"] = attempt.now if changed or "lastSyncTime" not in previous else previous["lastSyncTime"]
+    else:
+        for key in ("nodes", "readyPrimaries", "lastSyncTime"):
+            if key in previous:
+                status[key] = previous[key]
+    if attempt.controls.reconcile_requested_at is not None:
+        status["lastHandledReconcileAt"] = attempt.controls.reconcile_requested_at
+    elif "lastHandledReconcileAt" in previous:
+        status["lastHandledReconcileAt"] = previous["lastHandledReconcileAt"]
+    return status
+
+
+def node_entries(result: SyncResult) -> list[dict[str, Any]]:
+    entries = [_node_entry(n) for n in result.nodes]
+    if result.topology is not None:
+        for replica in result.topology.replicas:
+            entry: dict[str, Any] = {"address": replica.address, "role": "replica", "state": "Replica"}
+            if replica.shard:
+                entry["shard"] = replica.shard
+            entries.append(entry)
+    return entries
+
+
+def _node_entry(node: NodeResult) -> dict[str, Any]:
+    entry: dict[str, Any] = {"address": node.address, "role": "primary", "state": node_state(node)}
+    if node.node.shard:
+        entry["shard"] = node.node.shard
+    if node.node.slots:
+        entry["slots"] = node.node.slots
+    if node.after_sha256:
+        entry["codeSha256"] = node.after_sha256
+    if node.error is not None:
+        entry["error"] = f"{node.error.kind.value}: {node.error.describe()}"
+    return entry
+
+
+def node_state(node: NodeResult) -> str:
+    if node.verified:
+        return {Outcome.LOADED: "Loaded", Outcome.REPAIRED: "Repaired"}.get(node.outcome, VERIFIED)
+    if node.error is not None and node.error.kind.value in _UNREACHABLE_KINDS:
+        return "Unreachable"
+    return {Outcome.SKIPPED: "Skipped", Outcome.ROLLED_BACK: "RolledBack"}.get(node.outcome, "Failed")
+
+
+def status_changed(new: Mapping[str, Any], old: Mapping[str, Any] | None) -> bool:
+    """Whether writing ``new`` would change anything (the status is written only when it does)."""
+    return dict(new) != {k: v for k, v in dict(old or {}).items() if k in new or k in _OWNED_FIELDS}
+
+
+_OWNED_FIELDS = (
+    "observedGeneration",
+    "conditions",
+    "libraryName",
+    "version",
+    "codeSha256",
+    "functions",
+    "readyPrimaries",
+    "nodes",
+    "lastSyncTime",
+    "lastHandledReconcileAt",
+)
+
+
+def _first_failing_address(nodes: Sequence[NodeResult], error: NodeError) -> str | None:
+    return next((n.address for n in nodes if n.error is error), None)
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "a moment"
+    return f"{value:.0f}s" if value >= 1 else f"{value:.1f}s"

@@ -1,0 +1,295 @@
+"""The operator end to end: a real kube-apiserver, real Redis/Valkey, the operator as a process, driven with kubectl and
+checked the way a user checks (kubectl wait / get / events, FUNCTION LIST on every node, FCALL)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.helpers import Libraries, library_code
+from tests.support import redis_servers as rs
+from tests.support.control_plane import ControlPlane
+from tests.support.operator_process import OperatorProcess, operator_env
+
+pytestmark = pytest.mark.usefixtures("operator")
+
+LUA = Path(__file__).resolve().parents[2] / "lua"
+
+
+def codes(servers: list[rs.RedisServer], name: str) -> set[bytes | None]:
+    return {s.function_libraries().get(name) for s in servers}
+
+
+def test_create_becomes_ready_and_every_primary_holds_the_exact_code(
+    rfl: Libraries, redis_cluster: rs.Cluster, unique_name: str
+) -> None:
+    code = library_code(unique_name)
+    started = time.monotonic()
+    rfl.apply("lib", [redis_cluster.replicas()[0].address], code=code, version="1.0.0")
+    obj = rfl.wait_ready("lib")
+    print(f"\napply -> Ready: {time.monotonic() - started:.2f}s")
+    assert codes(redis_cluster.primaries(), unique_name) == {code.encode()}
+    status = obj["status"]
+    assert status["observedGeneration"] == obj["metadata"]["generation"]
+    assert status["readyPrimaries"] == "3/3"
+    assert status["libraryName"] == unique_name
+    assert status["version"] == "1.0.0"
+    assert [f["name"] for f in status["functions"]] == [f"{unique_name}_f"]
+    primaries = [n for n in status["nodes"] if n["role"] == "primary"]
+    assert {n["address"] for n in primaries} == {p.address for p in redis_cluster.primaries()}
+    assert all(n["state"] in ("Loaded", "Verified") and n["codeSha256"] == status["codeSha256"] for n in primaries)
+    assert len([n for n in status["nodes"] if n["role"] == "replica"]) == 3
+    table = rfl.kubectl("get", "rfl", "lib").stdout.split("\n")
+    assert table[0].split() == ["NAME", "LIBRARY", "VERSION", "READY", "PRIMARIES", "REASON", "AGE"]
+    assert table[1].split()[:6] == ["lib", unique_name, "1.0.0", "True", "3/3", "Verified"]
+    loaded = rfl.wait_event("lib", "Loaded")
+    assert "1.0.0" in loaded["message"] and loaded["type"] == "Normal"
+    ready = rfl.condition("lib", "Ready")
+    assert ready is not None and ready["observedGeneration"] == obj["metadata"]["generation"]
+    assert "finalizers" in obj["metadata"] and "redisfunctions.dev/cleanup" in obj["metadata"]["finalizers"]
+
+
+def test_update_rolls_out_new_code_and_observes_the_generation(
+    rfl: Libraries, valkey_cluster: rs.Cluster, unique_name: str
+) -> None:
+    endpoints = [valkey_cluster.nodes[0].address]
+    rfl.apply("lib", endpoints, code=library_code(unique_name, "return 'v1'"), version="1")
+    rfl.wait_ready("lib")
+    v2 = library_code(unique_name, "return 'v2'")
+    rfl.apply("lib", endpoints, code=v2, version="2")
+    obj = rfl.wait_for("lib", lambda o: o["status"].get("version") == "2" and o["status"]["observedGeneration"] == 2)
+    rfl.wait_ready("lib")
+    assert obj["metadata"]["generation"] == 2
+    assert codes(valkey_cluster.primaries(), unique_name) == {v2.encode()}
+    assert valkey_cluster.cluster_client().fcall(f"{unique_name}_f", 0) == b"v2"
+    assert "updated" in rfl.wait_event("lib", "Updated")["message"]
+
+
+@pytest.mark.parametrize("library", ["mylib", "flags", "ratelimiter", "cart", "sessions"])
+def test_each_seed_library_is_deployed_and_callable(
+    rfl: Libraries, control_plane: ControlPlane, cluster_factory: Callable[..., rs.Cluster], library: str
+) -> None:
+    # The seed libraries have fixed function names (global per server), so each gets a private standalone server.
+    server = rs.start_server("redis")
+    try:
+        rfl.apply(library, [server.address], code=(LUA / f"{library}.lua").read_text(), version="1.0.0")
+        rfl.wait_ready(library)
+        assert server.function_libraries()[library] == (LUA / f"{library}.lua").read_bytes()
+        client = server.client(protocol=2)
+        calls = {
+            "mylib": lambda: client.fcall_ro("hello", 0, "Kube") == b"Hello, Kube!",
+            "flags": lambda: client.fcall_ro("calculate", 0, "1.5", "2.25") == b"3.75",
+            "ratelimiter": lambda: client.fcall("check_rate_limit", 1, "rl:{t}", "5", "1") == [1, 4],
+            "cart": lambda: client.fcall("cart_clear", 1, "cart:{s}:u") == 0,
+            "sessions": lambda: client.fcall_ro("session_peek", 1, "session:{u}:x") is None,
+        }
+        assert calls[library]()
+    finally:
+        server.stop()
+
+
+def test_compile_error_stalls_with_the_lua_line_and_previous_version_keeps_serving(
+    rfl: Libraries, redis_cluster: rs.Cluster, unique_name: str
+) -> None:
+    endpoints = [redis_cluster.nodes[0].address]
+    good = library_code(unique_name)
+    rfl.apply("lib", endpoints, code=good)
+    rfl.wait_ready("lib")
+    broken = f"#!lua name={unique_name}\nredis.register_function('{unique_name}_f', function()\n"
+    rfl.apply("lib", endpoints, code=broken)
+    stalled = rfl.wait_condition("lib", "Stalled", "True", reason="CompileError")
+    assert "user_function:3:" in stalled["message"]
+    ready = rfl.condition("lib", "Ready")
+    assert ready is not None and ready["status"] == "False" and ready["reason"] == "CompileError"
+    reconciling = rfl.condition("lib", "Reconciling")
+    assert reconciling is not None and reconciling["status"] == "False"
+    assert codes(redis_cluster.primaries(), unique_name) == {good.encode()}
+    assert redis_cluster.cluster_client().fcall(f"{unique_name}_f", 0) == b"v1"
+    assert rfl.wait_event("lib", "CompileError")["type"] == "Warning"
+
+
+def test_function_collision_on_one_node_stalls_without_mixed_code(
+    rfl: Libraries, redis_cluster: rs.Cluster, unique_name: str
+) -> None:
+    endpoints = [redis_cluster.nodes[0].address]
+    old = library_code(unique_name, functions=("a",))
+    rfl.apply("lib", endpoints, code=old)
+    rfl.wait_ready("lib")
+    victim = sorted(redis_cluster.primaries(), key=lambda s: s.port)[-1]
+    squatter = f"{unique_name}_sq"
+    victim.client().execute_command(
+        "FUNCTION", "LOAD", f"#!lua name={squatter}\nredis.register_function('{unique_name}_b', function() end)"
+    )
+    try:
+        rfl.apply("lib", endpoints, code=library_code(unique_name, "return 2", functions=("a", "b")))
+        stalled = rfl.wait_condition("lib", "Stalled", "True", reason="FunctionNameConflict")
+        assert f"Function {unique_name}_b already exists" in stalled["message"]
+        assert squatter in stalled["message"] and victim.address in stalled["message"]
+        assert codes(redis_cluster.primaries(), unique_name) == {old.encode()}
+    finally:
+        victim.client().execute_command("FUNCTION", "DELETE", squatter)
+    # The other library is gone: a nudge makes it converge (the resync would too, later).
+    rfl.annotate("lib", reconcile_requested_at="after-squatter-left")
+    rfl.wait_ready("lib")
+
+
+def test_missing_secret_stalls_then_ready_when_it_appears_and_wrong_password_stalls(
+    rfl: Libraries, server_factory: Callable[..., rs.RedisServer], unique_name: str
+) -> None:
+    server = server_factory("redis", password="e2e-Pass-Word-7")
+    auth = {"auth": {"secretRef": {"name": "redis-auth", "passwordKey": "password"}}}
+    rfl.apply("lib", [server.address], code=library_code(unique_name), target=auth)
+    stalled = rfl.wait_condition("lib", "Stalled", "True", reason="SecretNotFound")
+    assert "Secret 'redis-auth' not found" in stalled["message"]
+
+    rfl.kubectl("create", "secret", "generic", "redis-auth", "--from-literal=password=not-the-password")
+    wrong = rfl.wait_condition("lib", "Stalled", "True", reason="AuthenticationFailed")
+    assert "not-the-password" not in json.dumps(rfl.get("lib"))
+
+    patch = {"data": {"password": base64.b64encode(b"e2e-Pass-Word-7").decode()}}
+    rfl.kubectl("patch", "secret", "redis-auth", "-p", json.dumps(patch))
+    rfl.wait_ready("lib")  # no edit to the library object: the Secret change woke it
+    assert server.function_libraries()[unique_name]
+    dumped = json.dumps(rfl.get("lib")) + json.dumps(rfl.events("lib"))
+    assert "e2e-Pass-Word-7" not in dumped
+    assert wrong["reason"] == "AuthenticationFailed"
+
+
+def test_pause_unmanaged_and_reconcile_requested_at(
+    rfl: Libraries, redis_standalone: rs.RedisServer, unique_name: str
+) -> None:
+    endpoints = [redis_standalone.address]
+    v1 = library_code(unique_name, "return 'v1'")
+    rfl.apply("lib", endpoints, code=v1)
+    rfl.wait_ready("lib")
+
+    rfl.annotate("lib", pause_reconciliation="true")
+    paused = rfl.wait_condition("lib", "ReconciliationPaused", "True", reason="Paused")
+    assert paused
+    rfl.apply("lib", endpoints, code=library_code(unique_name, "return 'v2'"), annotations={
+        "redisfunctions.dev/pause-reconciliation": "true"})  # fmt: skip
+    obj = rfl.wait_for("lib", lambda o: o["status"]["observedGeneration"] == o["metadata"]["generation"] == 2)
+    assert redis_standalone.function_libraries()[unique_name] == v1.encode()  # nothing touched while paused
+    assert "Ready" not in {c["type"] for c in obj["status"]["conditions"]}
+    assert "redisfunctions.dev/cleanup" not in obj["metadata"].get("finalizers", [])
+
+    rfl.kubectl("annotate", "rfl", "lib", "redisfunctions.dev/pause-reconciliation-")
+    rfl.wait_condition("lib", "Ready", "True")
+    assert redis_standalone.function_libraries()[unique_name] == library_code(unique_name, "return 'v2'").encode()
+
+    redis_standalone.client().execute_command("FUNCTION", "DELETE", unique_name)
+    rfl.annotate("lib", reconcile_requested_at="2026-11-29T12:00:00Z")
+    rfl.wait_for("lib", lambda o: o["status"].get("lastHandledReconcileAt") == "2026-11-29T12:00:00Z")
+    assert unique_name in redis_standalone.function_libraries()  # reconciled now, not at the next resync
+
+    rfl.annotate("lib", managed="false")
+    rfl.wait_condition("lib", "ReconciliationPaused", "True", reason="Unmanaged")
+    rfl.wait_for("lib", lambda o: "redisfunctions.dev/cleanup" not in o["metadata"].get("finalizers", []))
+    assert rfl.delete("lib").returncode == 0
+    assert unique_name in redis_standalone.function_libraries()  # detached: deleting left it in Redis
+    redis_standalone.client().execute_command("FUNCTION", "DELETE", unique_name)
+
+
+def test_delete_policies(rfl: Libraries, redis_cluster: rs.Cluster, unique_name: str) -> None:
+    endpoints = [redis_cluster.nodes[0].address]
+    rfl.apply("gone", endpoints, code=library_code(f"{unique_name}_d"))
+    rfl.apply("kept", endpoints, code=library_code(f"{unique_name}_r"), deletionPolicy="Retain")
+    rfl.wait_ready("gone")
+    kept = rfl.wait_ready("kept")
+    assert "redisfunctions.dev/cleanup" not in kept["metadata"].get("finalizers", [])
+    assert rfl.delete("gone").returncode == 0
+    assert codes(redis_cluster.primaries(), f"{unique_name}_d") == {None}
+    assert rfl.wait_event("gone", "Deleted")
+    assert rfl.delete("kept").returncode == 0
+    assert None not in codes(redis_cluster.primaries(), f"{unique_name}_r")
+    for primary in redis_cluster.primaries():
+        primary.client().execute_command("FUNCTION", "DELETE", f"{unique_name}_r")
+
+
+def test_delete_with_target_down_is_bounded_and_can_be_released_by_retain(
+    rfl: Libraries, server_factory: Callable[..., rs.RedisServer], unique_name: str
+) -> None:
+    first, second = server_factory("redis"), server_factory("redis")
+    rfl.apply("bounded", [first.address], code=library_code(f"{unique_name}_a"))
+    rfl.apply("released", [second.address], code=library_code(f"{unique_name}_b"))
+    rfl.wait_ready("bounded")
+    rfl.wait_ready("released")
+    first.stop()
+    second.stop()
+
+    started = time.monotonic()
+    rfl.delete("bounded", wait=False)
+    rfl.delete("released", wait=False)
+    rfl.wait_event("released", "DeleteFailed")
+    rfl.patch_spec("released", {"deletionPolicy": "Retain"})
+    _wait_gone(rfl, "released", timeout=20)
+    _wait_gone(rfl, "bounded", timeout=60)  # the operator runs with --deletion-timeout 15
+    elapsed = time.monotonic() - started
+    print(f"\ndelete with the target down released after {elapsed:.1f}s")
+    assert elapsed >= 10
+    reasons = {e["reason"] for e in rfl.events("bounded")}
+    assert {"DeleteFailed", "DeleteTimedOut"} <= reasons
+
+
+def test_flush_on_one_primary_is_repaired_by_the_resync_timer(
+    rfl: Libraries, redis_cluster: rs.Cluster, unique_name: str
+) -> None:
+    code = library_code(unique_name)
+    rfl.apply("lib", [redis_cluster.nodes[0].address], code=code, resyncInterval="5s")
+    rfl.wait_ready("lib")
+    victim = redis_cluster.primaries()[1]
+    victim.client().execute_command("FUNCTION", "DELETE", unique_name)
+    started = time.monotonic()
+    event = rfl.wait_event("lib", "DriftRepaired", timeout=20)
+    print(f"\ndrift repaired by the resync timer after {time.monotonic() - started:.1f}s")
+    assert victim.address in event["message"]
+    assert victim.function_libraries()[unique_name] == code.encode()
+
+
+def test_operator_restart_resumes_without_reloading_what_is_right(
+    control_plane: ControlPlane,
+    crd_installed: None,
+    namespace: str,
+    cluster_factory: Callable[..., rs.Cluster],
+    tmp_path: Path,
+    unique_name: str,
+) -> None:
+    # A private cluster; the restarted operator is a second, namespace-scoped process (the session operator also
+    # watches this namespace, which is harmless: nothing it does reloads correct code either).
+    cluster = cluster_factory("redis")
+    libs = Libraries(control_plane, namespace)
+    env = operator_env(control_plane.env())
+    log = tmp_path / "operator.log"
+    for i in range(3):
+        libs.apply(f"lib{i}", [cluster.nodes[0].address], code=library_code(f"{unique_name}_{i}"))
+    for i in range(3):
+        libs.wait_ready(f"lib{i}")
+    loads_before = {p.address: _load_calls(p) for p in cluster.primaries()}
+    victim = cluster.primaries()[0]
+    victim.client().execute_command("FUNCTION", "DELETE", f"{unique_name}_1")
+    with OperatorProcess(env, log, args=("--namespace", namespace)):
+        libs.wait_for("lib1", lambda o: victim.function_libraries().get(f"{unique_name}_1") is not None, timeout=20)
+    loads_after = {p.address: _load_calls(p) for p in cluster.primaries()}
+    assert loads_after[victim.address] >= loads_before[victim.address] + 1
+    for primary in cluster.primaries():
+        if primary.address != victim.address:
+            assert loads_after[primary.address] == loads_before[primary.address], "reloaded something already right"
+
+
+def _wait_gone(rfl: Libraries, name: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not rfl.exists(name):
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"{name} still exists after {timeout}s: {json.dumps(rfl.get(name)['metadata'])}")
+
+
+def _load_calls(server: rs.RedisServer) -> int:
+    entry = server.info("commandstats").get("cmdstat_function|load") or {}
+    return int(entry.get("calls", 0)) if isinstance(entry, dict) else 0
