@@ -11,7 +11,9 @@ statements read up to that point stay available.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from redis_functions_operator._lua_tokens import Kind, Problem, Token, tokenize
@@ -255,7 +257,11 @@ _BINARY_PRIORITY = {
 }
 _UNARY_PRIORITY = 8
 _BLOCK_END = frozenset(("else", "elseif", "end", "until"))
-_MAX_DEPTH = 180  # Lua 5.1's LUAI_MAXCCALLS is 200; stay below Python's recursion limit too
+#: Nesting levels (blocks and sub-expressions) Redis' Lua accepts before "chunk has too many syntax levels"
+#: (LUAI_MAXCCALLS = 200; measured on Redis 7.0.15: 198 nested parentheses load, 199 do not).
+_MAX_DEPTH = 199
+#: Python frames needed for that depth; the limit is raised to this while parsing and walking if lower.
+_RECURSION_LIMIT = 8000
 
 
 class _Parser:
@@ -648,17 +654,28 @@ def parse(code: bytes | str) -> Parsed:
     parser = _Parser(tokens.tokens)
     body: list[Stat] = []
     error: Problem | None = None
-    try:
-        parser.chunk(body)
-    except ParseError as exc:
-        error = Problem(exc.line, exc.message)
-    except RecursionError:
-        error = Problem(parser.tok.line, "chunk has too many syntax levels")
-    _Resolver().block(body, None)
+    with deep_recursion():
+        try:
+            parser.chunk(body)
+        except ParseError as exc:
+            error = Problem(exc.line, exc.message)
+        except RecursionError:  # pragma: no cover - only with a recursion limit far below _RECURSION_LIMIT
+            error = Problem(parser.tok.line, "chunk has too many syntax levels")
+        _Resolver().block(body, None)
     return Parsed(body, error, list(tokens.problems), list(tokens.comments))
 
 
-# ----------------------------------------------------------------------------------------------------- resolver
+@contextmanager
+def deep_recursion() -> Iterator[None]:
+    """Let the recursive parser and walkers go as deep as Lua's own nesting limit allows."""
+    old = sys.getrecursionlimit()
+    if old < _RECURSION_LIMIT:
+        sys.setrecursionlimit(_RECURSION_LIMIT)
+    try:
+        yield
+    finally:
+        if old < _RECURSION_LIMIT:
+            sys.setrecursionlimit(old)
 
 
 class _Resolver:
@@ -745,15 +762,20 @@ class _Resolver:
         else:
             self.expr(target, func)
 
-    def expr(self, e: Expr, func: Func | None) -> None:
-        if isinstance(e, Name):
-            e.binding = self.lookup(e.name)
-        elif isinstance(e, Func):
-            e.param_bindings = [Binding(p, e.line, e) for p in e.params]
-            self.block(e.body, e, e.param_bindings)
-        else:
+    def expr(self, e: Expr | None, func: Func | None) -> None:
+        while e is not None:
+            if isinstance(e, Name):
+                e.binding = self.lookup(e.name)
+                return
+            if isinstance(e, Func):
+                e.param_bindings = [Binding(p, e.line, e) for p in e.params]
+                self.block(e.body, e, e.param_bindings)
+                return
+            spine = spine_child(e)
             for child in children(e):
-                self.expr(child, func)
+                if child is not spine:
+                    self.expr(child, func)
+            e = spine
 
 
 # ------------------------------------------------------------------------------------------------------ helpers
@@ -782,6 +804,20 @@ def children(e: Expr) -> Iterator[Expr]:
         yield e.operand
     elif isinstance(e, Paren):
         yield e.expr
+
+
+def spine_child(e: Expr) -> Expr | None:
+    """The child along which Lua lets expressions grow without a nesting level (``a + b + c``, ``a.b.c``,
+    ``f()()``, ``o:m():m()``): walked in a loop rather than by recursion."""
+    if isinstance(e, BinOp):
+        return e.left
+    if isinstance(e, Index):
+        return e.obj
+    if isinstance(e, Call):
+        return e.func
+    if isinstance(e, MethodCall):
+        return e.obj
+    return None
 
 
 def dotted(e: Expr) -> str | None:
@@ -912,8 +948,9 @@ class Walker:
         """Called before an expression's children are visited."""
 
     def walk(self, stats: list[Stat]) -> None:
-        for s in stats:
-            self.stat(s)
+        with deep_recursion():
+            for s in stats:
+                self.stat(s)
 
     def stat(self, s: Stat) -> None:
         self.on_stat(s)
@@ -957,11 +994,16 @@ class Walker:
             self.expr(e, parent)
 
     def expr(self, e: Expr, parent: Expr | Stat | None) -> None:
-        self.on_expr(e, parent)
-        if isinstance(e, Func):
-            self.funcs.append(e)
-            self.walk(e.body)
-            self.funcs.pop()
-            return
-        for child in children(e):
-            self.expr(child, e)
+        node: Expr | None = e
+        while node is not None:
+            self.on_expr(node, parent)
+            if isinstance(node, Func):
+                self.funcs.append(node)
+                self.walk(node.body)
+                self.funcs.pop()
+                return
+            spine = spine_child(node)
+            for child in children(node):
+                if child is not spine:
+                    self.expr(child, node)
+            parent, node = node, spine

@@ -74,6 +74,7 @@ class Finding:
 #: Every rule id and what it catches.
 RULES: dict[str, str] = {
     "shebang": "the first line is not a shebang Redis accepts (#!lua name=<library>)",
+    "shebang-quotes": "quotes or backslashes in the shebang line, which Redis and Valkey read differently",
     "syntax": "the source does not tokenize or parse as Lua 5.1 (FUNCTION LOAD reports the exact error)",
     "no-functions": "no redis.register_function call runs at load time",
     "duplicate-function": "two functions with the same name, or names differing only in case",
@@ -206,10 +207,11 @@ def lint(source: bytes | str) -> list[Finding]:
     code = as_bytes(source)
     findings = list(_shebang(code))
     parsed = parse(code)
-    for problem in parsed.problems:
-        findings.append(_syntax(problem.line, problem.message))
-    if parsed.error is not None:
-        findings.append(_syntax(parsed.error.line, parsed.error.message))
+    errors = [*parsed.problems, *([parsed.error] if parsed.error is not None else [])]
+    if errors:
+        # like Lua, only the first: what follows an unfinished string or comment is noise
+        first = min(errors, key=lambda p: p.line)
+        findings.append(_syntax(first.line, first.message))
     registrations = find_registrations(parsed, code)
     findings.extend(_registration_findings(registrations))
     if parsed.error is None:
@@ -248,6 +250,16 @@ def _shebang(code: bytes) -> Iterable[Finding]:
     except LibraryError as exc:
         hint = _shebang_hint(code, exc.message)
         yield Finding(Severity.ERROR, 1, "shebang", f"{exc.message}{f' ({hint})' if hint else ''}")
+        return
+    first_line = code[: code.find(b"\n")]
+    if any(c in first_line for c in b"\"'\\"):
+        yield Finding(
+            Severity.WARNING,
+            1,
+            "shebang-quotes",
+            "quotes or backslashes in the shebang line: Redis 7.0 and Valkey 9.1 read them differently (#!lua "
+            "name='x'y is 'Invalid library metadata' on Redis and loads as xy on Valkey); write #!lua name=<library>",
+        )
 
 
 def _shebang_hint(code: bytes, message: str) -> str:
@@ -404,7 +416,9 @@ class _Linter(Walker):
         elif isinstance(s, FunctionDecl):
             self.check_assignment(s.target, s.line, s.func)
         elif isinstance(s, Return) and s.values and self.funcs and self.funcs[-1] in self.callbacks:
-            self.check_reply(s.values[0], self.callbacks[self.funcs[-1]])
+            value = s.values[0]
+            # a table returned through a local is reported on the return line, a constructor where it starts
+            self.check_reply(value, self.callbacks[self.funcs[-1]], s.line if isinstance(value, Name) else 0)
 
     def check_assignment(self, target: Expr, line: int, func: Func | None) -> None:
         root = target
@@ -432,17 +446,17 @@ class _Linter(Walker):
         if isinstance(e, Name):
             if e.binding is None and not self.is_target(e, parent):
                 self.check_global(e)
-        elif isinstance(e, Index):
-            path = dotted(e)
-            if path is not None and path.count(".") == 1:
-                self.check_field(e, *path.split("."))
+        elif isinstance(e, Index) and not self.is_target(e, parent):
+            root = e.obj
+            if isinstance(root, Name) and root.binding is None and e.dot and isinstance(e.key, String):
+                self.check_field(e, root.name, e.key.value)
         elif isinstance(e, Call):
             path = dotted(unparen(e.func))
             if path in CALL_APIS:
                 self.check_command(e, path)
 
     @staticmethod
-    def is_target(e: Name, parent: Expr | Stat | None) -> bool:
+    def is_target(e: Expr, parent: Expr | Stat | None) -> bool:
         if isinstance(parent, Assign):
             return any(t is e for t in parent.targets)
         return isinstance(parent, FunctionDecl) and parent.target is e
@@ -590,8 +604,8 @@ class _Linter(Walker):
                     Severity.WARNING,
                     call.args[1].line,
                     "undeclared-key",
-                    f"{api}('{command}', ...): {problem}; pass every key in KEYS (keys built inside the function "
-                    "break in a cluster: 'Script attempted to access a non local key in a cluster node')",
+                    f"{api}('{command}', ...): {problem}; pass keys in KEYS (in a cluster, an undeclared key on "
+                    "another node fails with 'Script attempted to access a non local key in a cluster node')",
                 )
 
     def check_no_writes(self, command: str, line: int) -> None:
@@ -664,14 +678,15 @@ class _Linter(Walker):
         return set()
 
     # replies
-    def check_reply(self, value: Expr, reg: Registration, depth: int = 0) -> None:
+    def check_reply(self, value: Expr, reg: Registration, line: int = 0, depth: int = 0) -> None:
         table = resolve_value(value)
         if not isinstance(table, Table) or depth > 10:
             return
+        line = line or table.line
         keyed = [f for f in table.fields if f.key is not None]
         if not keyed:
             for item in table.fields:
-                self.check_reply(item.value, reg, depth + 1)
+                self.check_reply(item.value, reg, 0, depth + 1)
             return
         names = {constant_string(f.key): f for f in keyed if f.key is not None}
         label = f"function {reg.name!r}" if reg.name else "this function"
@@ -684,7 +699,7 @@ class _Linter(Walker):
                 if others:
                     self.add(
                         Severity.WARNING,
-                        table.line,
+                        line,
                         "err-table",
                         f"{label} returns {{err=..., {', '.join(others)}}}: the client gets only the error text, "
                         f"{', '.join(others)} {'is' if len(others) == 1 else 'are'} lost; put the details in the "
@@ -694,7 +709,7 @@ class _Linter(Walker):
             if others:
                 self.add(
                     Severity.WARNING,
-                    table.line,
+                    line,
                     "string-key-table",
                     f"{label} returns {{{key}=..., {', '.join(others)}}}: only {key} makes the reply, "
                     f"{', '.join(others)} {'is' if len(others) == 1 else 'are'} dropped",
@@ -703,13 +718,13 @@ class _Linter(Walker):
                 inner = resolve_value(special.value)
                 if isinstance(inner, Table):
                     for field in inner.fields:
-                        self.check_reply(field.value, reg, depth + 1)
+                        self.check_reply(field.value, reg, 0, depth + 1)
             return
         shown = ", ".join(sorted(str(k) if k is not None else "[...]" for k in names))
         positional = len(table.fields) - len(keyed)
         self.add(
             Severity.WARNING,
-            table.line,
+            line,
             "string-key-table",
             f"{label} returns a table with string keys ({shown}): "
             + (
@@ -721,7 +736,7 @@ class _Linter(Walker):
         )
         for item in table.fields:
             if item.key is None:
-                self.check_reply(item.value, reg, depth + 1)
+                self.check_reply(item.value, reg, 0, depth + 1)
 
 
 def _may_be(e: Expr, kind: str) -> bool:
