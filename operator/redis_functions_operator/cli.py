@@ -33,6 +33,7 @@ from urllib.parse import unquote, urlsplit
 
 from redis_functions_operator import __version__
 from redis_functions_operator.library import Library, LibraryError, code_sha256, parse_library
+from redis_functions_operator.lint import unsafe_findings
 from redis_functions_operator.redis.connect import Credentials, Endpoint, Mode, Target, TlsSettings
 from redis_functions_operator.redis.dump import DumpError, RestorePolicy, dump, restore
 from redis_functions_operator.redis.errors import NodeError
@@ -243,6 +244,10 @@ def load_libraries(paths: Sequence[str]) -> list[Library]:
             library = parse_library(path.read_bytes())
         except LibraryError as exc:
             raise UsageError(f"{path}:{exc.line}: {exc.message}") from None
+        unsafe = unsafe_findings(library.code)
+        if unsafe:
+            finding = unsafe[0]
+            raise UsageError(f"{path}:{finding.line}: refused, loading it can crash the server: {finding.message}")
         if library.name in seen:
             raise UsageError(f"{path}: library {library.name!r} is also defined in {seen[library.name]}")
         seen[library.name] = path

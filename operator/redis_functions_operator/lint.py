@@ -199,7 +199,19 @@ _IGNORE = re.compile(r"lint-ignore\s*:\s*([a-z0-9, -]+)")
 _LOAD_TIME_HINT = "only redis.register_function, redis.log and redis.LOG_*/REDIS_VERSION(_NUM) exist at load time"
 
 
+#: Findings that mean "sending this to a server can take the server down", so the CLI and the operator refuse the
+#: library before any FUNCTION LOAD: a top-level ``redis.log`` aborts Valkey 9.1.2 during the load, and two function
+#: names that differ only in case load, but a later LOAD REPLACE or DELETE of that library crashes Redis 7.0.15 and
+#: Valkey 9.1.2 alike (both reproduced in tests/unit/test_lint.py).
+UNSAFE_RULES = frozenset({"top-level-log", "duplicate-function"})
+
+
 # ----------------------------------------------------------------------------------------------------- entry point
+
+
+def unsafe_findings(source: bytes | str) -> list[Finding]:
+    """The findings of :data:`UNSAFE_RULES`: a non-empty result means "do not load this anywhere"."""
+    return [f for f in lint(source) if f.severity is Severity.ERROR and f.rule in UNSAFE_RULES]
 
 
 def lint(source: bytes | str) -> list[Finding]:
@@ -787,4 +799,4 @@ class _Sources(Walker):
                     self.sources.setdefault(target.binding, []).extend([s.values[i]] if same else s.values)
 
 
-__all__ = ["RULES", "Finding", "Severity", "lint"]
+__all__ = ["RULES", "UNSAFE_RULES", "Finding", "Severity", "lint", "unsafe_findings"]

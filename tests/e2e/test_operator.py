@@ -293,3 +293,17 @@ def _wait_gone(rfl: Libraries, name: str, timeout: float) -> None:
 def _load_calls(server: rs.RedisServer) -> int:
     entry = server.info("commandstats").get("cmdstat_function|load") or {}
     return int(entry.get("calls", 0)) if isinstance(entry, dict) else 0
+
+
+def test_library_that_can_crash_a_server_is_refused_before_loading(
+    rfl: Libraries, valkey_standalone: rs.RedisServer, unique_name: str
+) -> None:
+    code = (
+        f"#!lua name={unique_name}\nredis.log(redis.LOG_NOTICE, 'hello from load time')\n"
+        f"redis.register_function('{unique_name}_f', function() return 1 end)\n"
+    )
+    rfl.apply("lib", [valkey_standalone.address], code=code)
+    stalled = rfl.wait_condition("lib", "Stalled", "True", reason="UnsafeLibrary")
+    assert "line 2" in stalled["message"]
+    assert unique_name not in valkey_standalone.function_libraries()
+    assert valkey_standalone.is_running()

@@ -191,3 +191,24 @@ def test_sync_a_directory(redis_standalone: rs.RedisServer, tmp_path: Path, uniq
     result = cli("sync", "--redis", redis_standalone.url, str(tmp_path), "--output", "json")
     assert result.returncode == 0
     assert sorted(r["library"] for r in json.loads(result.stdout)) == [f"{unique_name}_{i}" for i in range(3)]
+
+
+def test_libraries_that_crash_servers_are_refused_before_any_load(
+    redis_standalone: rs.RedisServer, tmp_path: Path, unique_name: str
+) -> None:
+    case_twins = tmp_path / "twins.lua"
+    case_twins.write_text(
+        f"#!lua name={unique_name}\nredis.register_function('{unique_name}_a', function() return 1 end)\n"
+        f"redis.register_function('{unique_name.upper()}_A', function() return 2 end)\n"
+    )
+    top_level_log = tmp_path / "log.lua"
+    top_level_log.write_text(
+        f"#!lua name={unique_name}\nredis.log(redis.LOG_NOTICE, 'loading')\n"
+        f"redis.register_function('{unique_name}_b', function() return 1 end)\n"
+    )
+    for path in (case_twins, top_level_log):
+        result = cli("sync", "--redis", redis_standalone.url, str(path))
+        assert result.returncode == 2
+        assert "refused, loading it can crash the server" in result.stderr
+    assert unique_name not in redis_standalone.function_libraries()
+    assert redis_standalone.is_running()

@@ -26,7 +26,7 @@ from redis_functions_operator.k8s.kube import Kube, ObjectRef
 from redis_functions_operator.k8s.resolve import ResolveError, resolve
 from redis_functions_operator.k8s.workqueue import WorkQueue
 from redis_functions_operator.library import Library, LibraryError, parse_library
-from redis_functions_operator.lint import Severity, lint
+from redis_functions_operator.lint import unsafe_findings
 from redis_functions_operator.reconcile import schedule
 from redis_functions_operator.reconcile.conditions import READY, find
 from redis_functions_operator.reconcile.spec import (
@@ -46,9 +46,6 @@ from redis_functions_operator.redis.sync import Outcome, SyncResult
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]  # (namespace, name)
-
-#: Lint rules that mean "loading this can hurt the server", refused before any FUNCTION LOAD.
-UNSAFE_RULES = frozenset({"top-level-log"})
 
 
 @dataclass(frozen=True)
@@ -338,11 +335,24 @@ def check_library(code: bytes, spec: LibrarySpec) -> Library | Failure:
     if spec.library_name and spec.library_name != library.name:
         message = f"spec.libraryName is {spec.library_name!r} but the code's shebang names {library.name!r}"
         return Failure("LibraryNameMismatch", message, permanent=True)
-    unsafe = [f for f in lint(code) if f.severity is Severity.ERROR and f.rule in UNSAFE_RULES]
+    unsafe = _unsafe_cached(library.sha256, code)
     if unsafe:
-        finding = unsafe[0]
-        return Failure("UnsafeLibrary", f"line {finding.line}: {finding.message}", permanent=True)
+        return Failure("UnsafeLibrary", f"refused before loading, it can crash the server: {unsafe[0]}", permanent=True)
     return library
+
+
+_UNSAFE_CACHE: dict[str, list[str]] = {}
+
+
+def _unsafe_cached(sha256: str, code: bytes) -> list[str]:
+    """Linting a 10k-function library takes seconds: vet each code version once per process."""
+    found = _UNSAFE_CACHE.get(sha256)
+    if found is None:
+        found = [f"line {f.line}: {f.message}" for f in unsafe_findings(code)]
+        if len(_UNSAFE_CACHE) > 4096:
+            _UNSAFE_CACHE.clear()
+        _UNSAFE_CACHE[sha256] = found
+    return found
 
 
 def trigger_token(body: Mapping[str, Any]) -> tuple[Any, ...]:

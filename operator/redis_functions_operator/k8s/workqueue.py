@@ -28,11 +28,13 @@ class WorkQueue(Generic[K]):
         self._seq = itertools.count()
         self._in_flight: set[K] = set()
         self._again: dict[K, float] = {}  # re-added while in flight: run again at this time
+        self._removed: set[K] = set()  # removed while in flight: done() must not schedule it again
         self._changed = asyncio.Event()
 
     def add(self, key: K, delay: float = 0.0) -> None:
         """Schedule ``key`` in ``delay`` seconds, unless it is already due sooner."""
         when = self._clock() + max(0.0, delay)
+        self._removed.discard(key)
         if key in self._in_flight:
             self._again[key] = min(when, self._again.get(key, when))
             return
@@ -46,12 +48,18 @@ class WorkQueue(Generic[K]):
     def remove(self, key: K) -> None:
         self._due.pop(key, None)
         self._again.pop(key, None)
+        if key in self._in_flight:
+            self._removed.add(key)
 
     def done(self, key: K, next_delay: float | None) -> None:
         """Finish processing ``key``; schedule it again after ``next_delay`` (None: only when something changes),
         or sooner if it was re-added meanwhile."""
         self._in_flight.discard(key)
         again = self._again.pop(key, None)
+        if key in self._removed:
+            self._removed.discard(key)
+            if again is None:
+                return
         if next_delay is not None:
             self.add(key, next_delay)
         if again is not None:
@@ -66,7 +74,7 @@ class WorkQueue(Generic[K]):
     def overdue(self) -> float:
         """How late the most overdue key is, in seconds (0 when nothing is late): a stuck queue shows here."""
         now = self._clock()
-        return max((now - when for when in self._due.values()), default=0.0) if self._due else 0.0
+        return max(0.0, max((now - when for when in self._due.values()), default=0.0))
 
     async def get(self) -> K:
         """Wait for the next due key and mark it in flight."""

@@ -27,7 +27,7 @@ def after_success(resync_seconds: float, rng: random.Random | None = None) -> fl
 
 
 def after_transient(failures_in_a_row: int, resync_seconds: float, cap: float = TRANSIENT_CAP) -> float:
-    delay = TRANSIENT_FIRST * (2 ** max(0, failures_in_a_row - 1))
+    delay = TRANSIENT_FIRST * (2 ** min(max(0, failures_in_a_row - 1), 32))  # capped: no float overflow
     return float(min(delay, cap, resync_seconds))
 
 

@@ -131,7 +131,10 @@ def parse_spec(spec: Mapping[str, Any]) -> LibrarySpec:
     except ValueError:
         modes = ", ".join(m.value for m in Mode)
         raise SpecError(f"spec.target.mode {target.get('mode')!r} is not one of {modes}") from None
-    sentinel_master = (target.get("sentinel") or {}).get("masterName")
+    sentinel = _object(target.get("sentinel"), "spec.target.sentinel")
+    sentinel_master = sentinel.get("masterName") or None
+    if mode is Mode.AUTO and sentinel_master:
+        mode = Mode.SENTINEL  # auto + a master name: the endpoints are sentinels
     if mode is Mode.SENTINEL and not sentinel_master:
         raise SpecError("spec.target.sentinel.masterName is required with mode sentinel")
     try:
@@ -162,7 +165,8 @@ def _parse_code_from(value: Any) -> KeyRef | None:
     given = [(kind, ref) for kind, ref in refs if ref]
     if len(given) != 1:
         raise SpecError("spec.codeFrom needs exactly one of configMapKeyRef and secretKeyRef")
-    kind, ref = given[0]
+    kind, raw = given[0]
+    ref = _object(raw, f"spec.codeFrom {kind.value} reference")
     if not ref.get("name") or not ref.get("key"):
         raise SpecError(f"spec.codeFrom {kind.value} reference needs name and key")
     return KeyRef(kind, str(ref["name"]), str(ref["key"]))
@@ -183,24 +187,47 @@ def _parse_endpoints(value: Any) -> tuple[Endpoint, ...]:
 def _parse_auth(value: Any) -> AuthRef | None:
     if not value:
         return None
-    ref = value.get("secretRef") or {}
+    ref = _object(_object(value, "spec.target.auth").get("secretRef"), "spec.target.auth.secretRef")
     if not ref.get("name"):
         raise SpecError("spec.target.auth.secretRef.name is required")
     return AuthRef(str(ref["name"]), ref.get("usernameKey") or None, str(ref.get("passwordKey") or "password"))
 
 
 def _parse_tls(value: Any) -> TlsSpec | None:
-    if not value or not value.get("enabled"):
+    tls = _object(value, "spec.target.tls")
+    if not tls.get("enabled"):
         return None
-    ca_ref = value.get("caSecretRef")
-    ca = KeyRef(RefKind.SECRET, str(ca_ref["name"]), str(ca_ref.get("key") or "ca.crt")) if ca_ref else None
-    cert_ref = value.get("clientCertSecretRef")
+    ca = None
+    if tls.get("caSecretRef"):
+        ca_ref = _named(tls["caSecretRef"], "spec.target.tls.caSecretRef")
+        ca = KeyRef(RefKind.SECRET, str(ca_ref["name"]), str(ca_ref.get("key") or "ca.crt"))
+    cert_ref = (
+        _named(tls["clientCertSecretRef"], "spec.target.tls.clientCertSecretRef")
+        if tls.get("clientCertSecretRef")
+        else None
+    )
     return TlsSpec(
         ca=ca,
         client_cert_secret=str(cert_ref["name"]) if cert_ref else None,
-        server_name=value.get("serverName") or None,
-        insecure_skip_verify=bool(value.get("insecureSkipVerify", False)),
+        server_name=tls.get("serverName") or None,
+        insecure_skip_verify=bool(tls.get("insecureSkipVerify", False)),
     )
+
+
+def _object(value: Any, where: str) -> Mapping[str, Any]:
+    """``value`` as an object ({} when absent); a wrongly shaped value is a SpecError, never a crash."""
+    if value is None or value == "":
+        return {}
+    if not isinstance(value, Mapping):
+        raise SpecError(f"{where} must be an object")
+    return value
+
+
+def _named(value: Any, where: str) -> Mapping[str, Any]:
+    ref = _object(value, where)
+    if not ref.get("name"):
+        raise SpecError(f"{where}.name is required")
+    return ref
 
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
@@ -212,7 +239,8 @@ def parse_duration(text: str) -> float:
     value = text.strip()
     if not value or _DURATION_PART.sub("", value):
         raise SpecError(f"{text!r} is not a duration like 60s, 5m or 1h30m")
-    return sum(float(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(value))
+    total = sum(float(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(value))
+    return round(total, 6)  # "23.989h0.66m" is exactly 24h to the CRD's CEL rule; float sums drift past it
 
 
 def _parse_resync(value: Any) -> float:

@@ -171,14 +171,26 @@ def render_status(attempt: Attempt, previous: Mapping[str, Any] | None) -> dict[
         for key in ("libraryName", "codeSha256", "functions"):
             if key in previous:
                 status[key] = previous[key]
-    if attempt.version is not None:
-        status["version"] = attempt.version
+    if library is not None and attempt.version is not None:
+        status["version"] = attempt.version  # the version travels with the code it labels
+    elif library is None and "version" in previous:
+        status["version"] = previous["version"]
     result = attempt.result
     if result is not None and result.nodes:
         status["nodes"] = node_entries(result)
         status["readyPrimaries"] = f"{result.verified_count}/{len(result.nodes)}"
         changed = bool(result.changed) or previous.get("codeSha256") != status.get("codeSha256")
         status["lastSyncTime"] = attempt.now if changed or "lastSyncTime" not in previous else previous["lastSyncTime"]
+    elif result is not None and result.error is not None:
+        # Discovery failed: say so per node instead of showing the last good "3/3" next to Ready=False.
+        known = [n for n in previous.get("nodes") or [] if isinstance(n, dict) and n.get("role") == "primary"]
+        note = f"{result.error.kind.value}: {result.error.describe()}"
+        status["nodes"] = [
+            {"address": n["address"], "role": "primary", "state": "Unknown", "error": note} for n in known
+        ]
+        status["readyPrimaries"] = f"0/{len(known)}"
+        if "lastSyncTime" in previous:
+            status["lastSyncTime"] = previous["lastSyncTime"]
     else:
         for key in ("nodes", "readyPrimaries", "lastSyncTime"):
             if key in previous:
