@@ -128,8 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the Kubernetes operator")
     run.add_argument("--namespace", "-n", action="append", default=[], help="watch this namespace (repeatable)")
     run.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace")
-    run.add_argument("--liveness", default="0.0.0.0:8080", metavar="HOST:PORT", help="health endpoint address")
-    run.add_argument("--metrics", default=None, metavar="HOST:PORT", help="Prometheus /metrics address")
+    run.add_argument("--liveness", default="0.0.0.0:8080", metavar="HOST:PORT", help="address of /healthz and /metrics")
+    run.add_argument(
+        "--poll-interval", type=float, default=2.0, help="seconds between each target's topology polls (default 2)"
+    )
     run.add_argument("--log-format", choices=["human", "json"], default="human")
     run.add_argument("--verbose", "-v", action="store_true")
     run.add_argument(

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
+from tests.e2e.conftest import make_namespace
 from tests.support.control_plane import ControlPlane
 
 pytestmark = pytest.mark.usefixtures("crd_installed")
@@ -55,6 +56,12 @@ def get(cp: ControlPlane, name: str, namespace: str) -> Obj:
 
 def lua(body: str = "return 1", name: str = "mylib") -> str:
     return f"#!lua name={name}\nredis.register_function('f', function() {body} end)\n"
+
+
+@pytest.fixture
+def namespace(control_plane: ControlPlane, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A ``crd-`` namespace: no operator watches it, so objects here stay exactly as the API server stored them."""
+    yield from make_namespace(control_plane, request, "crd")
 
 
 # ---- the CRD itself --------------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.conftest import make_namespace
 from tests.e2e.helpers import Libraries, library_code
 from tests.support import redis_servers as rs
 from tests.support.control_plane import ControlPlane
@@ -307,3 +308,53 @@ def test_library_that_can_crash_a_server_is_refused_before_loading(
     assert "line 2" in stalled["message"]
     assert unique_name not in valkey_standalone.function_libraries()
     assert valkey_standalone.is_running()
+
+
+def _metrics(operator: OperatorProcess) -> dict[str, float]:
+    import urllib.request
+
+    with urllib.request.urlopen(operator.health_url.replace("/healthz", "/metrics"), timeout=5) as response:
+        text = response.read().decode()
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values
+
+
+def test_metrics_move_with_library_states(
+    control_plane: ControlPlane,
+    crd_installed: None,
+    request: pytest.FixtureRequest,
+    redis_standalone: rs.RedisServer,
+    tmp_path: Path,
+    unique_name: str,
+) -> None:
+    # A private operator on a namespace nobody else watches, so the gauges count only this test's objects.
+    namespace = next(make_namespace(control_plane, request, "metrics"))
+    libs = Libraries(control_plane, namespace)
+    stalled_key = 'redis_functions_operator_libraries{state="stalled"}'
+    ready_key = 'redis_functions_operator_libraries{state="ready"}'
+    env = operator_env(control_plane.env())
+    with OperatorProcess(env, tmp_path / "operator.log", args=("--namespace", namespace)) as operator:
+        before = _metrics(operator)
+        assert before[stalled_key] == before[ready_key] == 0
+        broken = f"#!lua name={unique_name}\nredis.register_function('{unique_name}_f', function()\n"
+        libs.apply("lib", [redis_standalone.address], code=broken)
+        libs.wait_condition("lib", "Stalled", "True", reason="CompileError")
+        stalled = _metrics(operator)
+        assert stalled[stalled_key] == 1
+        assert stalled[ready_key] == 0
+        assert stalled['redis_functions_operator_reconciles_total{outcome="permanent"}'] >= 1
+        libs.apply("lib", [redis_standalone.address], code=library_code(unique_name))
+        libs.wait_ready("lib")
+        fixed = _metrics(operator)
+        assert fixed[stalled_key] == 0
+        assert fixed[ready_key] == 1
+        assert fixed['redis_functions_operator_redis_commands_total{command="FUNCTION LOAD",result="ok"}'] >= 1
+        assert any(k.startswith("redis_functions_operator_redis_command_duration_seconds_bucket") for k in fixed)
+        assert fixed["redis_functions_operator_watched_targets"] == 1
+        assert "process_resident_memory_bytes" in fixed
+        assert libs.delete("lib").returncode == 0
+    assert unique_name not in redis_standalone.function_libraries()

@@ -22,10 +22,12 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
+from redis_functions_operator.k8s import metrics
 from redis_functions_operator.k8s.kube import Kube, ObjectRef
 from redis_functions_operator.k8s.resolve import ResolveError, resolve
+from redis_functions_operator.k8s.watchers import DEFAULT_INTERVAL, TargetWatchers
 from redis_functions_operator.k8s.workqueue import WorkQueue
-from redis_functions_operator.library import Library, LibraryError, parse_library
+from redis_functions_operator.library import Library, LibraryError, parse_library, parse_shebang
 from redis_functions_operator.lint import unsafe_findings
 from redis_functions_operator.reconcile import schedule
 from redis_functions_operator.reconcile.conditions import READY, find
@@ -53,6 +55,7 @@ class ControllerSettings:
     workers: int = 16
     redis_timeout: float = 5.0
     connector_idle_seconds: float = 600.0
+    poll_interval: float = DEFAULT_INTERVAL  # how often each target's watcher looks for a moved Redis
 
 
 @dataclass
@@ -61,6 +64,13 @@ class Tracked:
     handled_token: tuple[Any, ...] | None = None
     refs: frozenset[tuple[RefKind, str]] = frozenset()
     failures_in_a_row: int = 0
+    wake_reasons: list[str] = field(default_factory=list)  # why a target watcher woke it (for the event)
+    claim: Claim | None = None
+    state: str = "reconciling"  # ready | reconciling | stalled | paused (for metrics)
+
+
+#: (target identity as written in the spec, library name): two objects with the same claim want the same library.
+Claim = tuple[tuple[tuple[str, ...], str, str | None], str]
 
 
 @dataclass
@@ -83,6 +93,8 @@ class Controller:
         self._connectors: dict[Target, _CachedConnector] = {}
         self._clock = clock
         self._heartbeat = time.monotonic()
+        self._claims: dict[Claim, set[Key]] = {}
+        self.watchers = TargetWatchers(self._on_target_change, self._connector, self.settings.poll_interval)
 
     # --- inputs from the watch ------------------------------------------------------------------------------------
 
@@ -96,14 +108,53 @@ class Controller:
         else:
             tracked.body = body
         tracked.refs = _references(body)
+        spec_claim = claim_from_spec(body)
+        if spec_claim is not None:
+            self._set_claim(key, tracked, spec_claim)
         if trigger_token(body) != tracked.handled_token:
             self.queue.add(key)
 
     def forget(self, body: Mapping[str, Any]) -> None:
         meta = body.get("metadata") or {}
         key: Key = (str(meta.get("namespace")), str(meta.get("name")))
-        self._objects.pop(key, None)
+        tracked = self._objects.pop(key, None)
         self.queue.remove(key)
+        self.watchers.detach(key)
+        if tracked is not None and tracked.claim is not None:
+            self._drop_claim(key, tracked.claim)
+
+    # --- library ownership between objects ------------------------------------------------------------------------
+
+    def _set_claim(self, key: Key, tracked: Tracked, claim: Claim) -> None:
+        if tracked.claim == claim:
+            return
+        if tracked.claim is not None:
+            self._drop_claim(key, tracked.claim)
+        tracked.claim = claim
+        self._claims.setdefault(claim, set()).add(key)
+
+    def _drop_claim(self, key: Key, claim: Claim) -> None:
+        claimants = self._claims.get(claim, set())
+        claimants.discard(key)
+        if not claimants:
+            self._claims.pop(claim, None)
+        for other in claimants:  # one of them may own the library now
+            self.queue.add(other)
+
+    def owner(self, claim: Claim) -> Key | None:
+        """The oldest object (creationTimestamp, then namespace/name) claiming this library on this target."""
+        claimants = [k for k in self._claims.get(claim, ()) if k in self._objects]
+        if not claimants:
+            return None
+        return min(claimants, key=lambda k: (_created(self._objects[k].body), k))
+
+    def _on_target_change(self, target: Target, reasons: list[str]) -> None:
+        metrics.TARGET_CHANGES.inc()
+        for key in self.watchers.keys_of(target):
+            tracked = self._objects.get(key)  # type: ignore[call-overload]
+            if tracked is not None:
+                tracked.wake_reasons = list(reasons)
+                self.queue.add(key)  # type: ignore[arg-type]
 
     def observe_reference(self, kind: RefKind, namespace: str, name: str) -> int:
         """A Secret or ConfigMap changed: wake every library that reads it. Returns how many were woken."""
@@ -130,6 +181,7 @@ class Controller:
             for task in workers:
                 task.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
+            await self.watchers.aclose()
             for cached in self._connectors.values():
                 await cached.connector.aclose()
             self._connectors.clear()
@@ -140,8 +192,12 @@ class Controller:
             key = await self.queue.get()
             self._heartbeat = time.monotonic()
             delay: float | None = None
+            started = time.perf_counter()
+            outcome = "error"
             try:
                 delay = await self.reconcile(key)
+                tracked = self._objects.get(key)
+                outcome = _OUTCOME_OF_STATE.get(tracked.state, "error") if tracked else "verified"
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -149,6 +205,16 @@ class Controller:
                 delay = 30.0
             finally:
                 self.queue.done(key, delay)
+                metrics.RECONCILES.labels(outcome).inc()
+                metrics.RECONCILE_SECONDS.labels(outcome).observe(time.perf_counter() - started)
+
+    def refresh_metrics(self) -> None:
+        counts: dict[str, int] = {}
+        for tracked in self._objects.values():
+            counts[tracked.state] = counts.get(tracked.state, 0) + 1
+        metrics.set_library_states(counts)
+        metrics.QUEUE_DEPTH.set(len(self.queue))
+        metrics.WATCHED_TARGETS.set(self.watchers.count())
 
     def health(self) -> dict[str, Any]:
         """For the liveness probe: a queue that has work overdue by minutes while nothing runs is stuck."""
@@ -159,6 +225,7 @@ class Controller:
             "queued": len(self.queue),
             "inFlight": self.queue.in_flight(),
             "overdueSeconds": round(overdue, 1),
+            "targetsWatched": self.watchers.count(),
             "healthy": not stuck,
         }
 
@@ -181,6 +248,7 @@ class Controller:
         base = Attempt(generation=ref.generation, now=now, controls=controls)
 
         if controls.paused or not controls.managed:
+            self.watchers.detach(key)
             await self._write_status(ref, base, previous)
             return None
         try:
@@ -204,7 +272,17 @@ class Controller:
         if isinstance(library_or_failure, Failure):
             return await self._fail(tracked, ref, base, previous, library_or_failure, 300.0)
         library = library_or_failure
-        attempt = Attempt(generation=ref.generation, now=now, controls=controls, version=spec.version, library=library)
+        claim: Claim = (target_identity(spec), library.name)
+        self._set_claim(key, tracked, claim)
+        owner = self.owner(claim)
+        if owner is not None and owner != key:
+            self.watchers.detach(key)
+            message = (
+                f"library {library.name} on this target is managed by {owner[0]}/{owner[1]} (the oldest object "
+                "claiming it); this object takes over if that one is deleted"
+            )
+            return await self._fail(tracked, ref, base, previous, Failure("ResourceConflict", message, True), 300.0)
+        self.watchers.attach(resolved.target, key)
 
         if previous.get("observedGeneration") != ref.generation:
             in_progress = Attempt(
@@ -219,7 +297,8 @@ class Controller:
             generation=ref.generation, now=now, controls=controls, version=spec.version, library=library,
             result=result, retry_in=delay,
         )  # fmt: skip
-        await self._post_events(ref, spec, library, result, previous, attempt)
+        await self._post_events(ref, spec, library, result, previous, attempt, tracked.wake_reasons)
+        tracked.wake_reasons = []
         await self._write_status(ref, attempt, previous)
         return delay
 
@@ -253,6 +332,9 @@ class Controller:
         return delay
 
     async def _write_status(self, ref: ObjectRef, attempt: Attempt, previous: Mapping[str, Any]) -> Mapping[str, Any]:
+        tracked = self._objects.get((ref.namespace, ref.name))
+        if tracked is not None:
+            tracked.state = state_of(attempt)
         status = render_status(attempt, previous)
         if status_changed(status, previous):
             await self.kube.patch_status(ref, status, previous)
@@ -266,6 +348,7 @@ class Controller:
         result: SyncResult,
         previous: Mapping[str, Any],
         attempt: Attempt,
+        wake_reasons: list[str],
     ) -> None:
         loaded = [n for n in result.nodes if n.outcome is Outcome.LOADED]
         repaired = [n for n in result.nodes if n.outcome is Outcome.REPAIRED]
@@ -277,11 +360,18 @@ class Controller:
                 f"{'updated' if updated else 'loaded'} on {len(loaded)}/{len(result.nodes)} primaries"
             )
             await self.kube.post_event(ref, "Normal", "Updated" if updated else "Loaded", message)
+        for node in repaired:
+            metrics.DRIFT_REPAIRS.labels("different" if node.before_sha256 else "missing").inc()
+        for node in result.nodes:
+            if node.error is not None and node.outcome is Outcome.FAILED:
+                metrics.LOAD_FAILURES.labels(",".join(str(e) for e in spec.endpoints), node.error.kind.value).inc()
         if repaired:
             details = ", ".join(
                 f"{n.address} ({'missing' if not n.before_sha256 else 'held other code'})" for n in repaired
             )
-            await self.kube.post_event(ref, "Normal", "DriftRepaired", f"library {library.name} repaired on {details}")
+            because = f" after: {'; '.join(wake_reasons)}" if wake_reasons else ""
+            message = f"library {library.name} repaired on {details}{because}"
+            await self.kube.post_event(ref, "Normal", "DriftRepaired", message)
         if not result.ok:
             old_ready = find(previous.get("conditions") or [], READY)
             new_ready = find(render_status(attempt, previous)["conditions"], READY)
@@ -308,6 +398,10 @@ class Controller:
                 name = None
         if not name:
             return "nothing to delete: the library was never identified"
+        key: Key = (str(meta.get("namespace")), str(meta.get("name")))
+        others = sorted(k for k in self._claims.get((target_identity(spec), str(name)), ()) if k != key)
+        if others:
+            return f"library {name} left in Redis: still wanted by {', '.join(f'{ns}/{n}' for ns, n in others)}"
         resolved = await resolve(spec, str(meta.get("namespace")), self.kube, self.settings.redis_timeout)
         return await engine.delete(str(name), resolved.target, connector=self._connector(resolved.target))
 
@@ -353,6 +447,45 @@ def _unsafe_cached(sha256: str, code: bytes) -> list[str]:
             _UNSAFE_CACHE.clear()
         _UNSAFE_CACHE[sha256] = found
     return found
+
+
+_OUTCOME_OF_STATE = {"ready": "verified", "reconciling": "transient", "stalled": "permanent", "paused": "paused"}
+
+
+def state_of(attempt: Attempt) -> str:
+    if attempt.controls.paused or not attempt.controls.managed:
+        return "paused"
+    if attempt.in_progress:
+        return "reconciling"
+    if attempt.ok:
+        return "ready"
+    return "stalled" if attempt.permanent else "reconciling"
+
+
+def target_identity(spec: LibrarySpec) -> tuple[tuple[str, ...], str, str | None]:
+    """The target as written (sorted endpoints, mode, sentinel master), credentials excluded: two objects naming the
+    same seeds with different users still put the library on the same primaries."""
+    return (tuple(sorted(str(e) for e in spec.endpoints)), spec.mode.value, spec.sentinel_master)
+
+
+def claim_from_spec(body: Mapping[str, Any]) -> Claim | None:
+    """The claim readable without any I/O (libraryName, or the shebang of inline code), so conflicts are known
+    before either object touches Redis. ``codeFrom`` without ``libraryName`` is known after its first reconcile."""
+    try:
+        spec = parse_spec(body.get("spec") or {})
+    except SpecError:
+        return None
+    name = spec.library_name
+    if name is None and spec.code is not None:
+        try:
+            name = parse_shebang(spec.code.encode("utf-8"))[1]
+        except LibraryError:
+            return None
+    return (target_identity(spec), name) if name else None
+
+
+def _created(body: Mapping[str, Any]) -> str:
+    return str((body.get("metadata") or {}).get("creationTimestamp") or "")
 
 
 def trigger_token(body: Mapping[str, Any]) -> tuple[Any, ...]:

@@ -20,8 +20,8 @@ from aiohttp import web
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from redis_functions_operator.k8s import handlers
-from redis_functions_operator.k8s.controller import Controller
+from redis_functions_operator.k8s import handlers, metrics
+from redis_functions_operator.k8s.controller import Controller, ControllerSettings
 from redis_functions_operator.k8s.kube import Kube
 from redis_functions_operator.redis.connect import Endpoint
 
@@ -49,7 +49,9 @@ def load_kubernetes_config() -> None:
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    controller = Controller(Kube(k8s.ApiClient()))
+    metrics.install()
+    settings = ControllerSettings(poll_interval=float(args.poll_interval))
+    controller = Controller(Kube(k8s.ApiClient()), settings)
     memo = kopf.Memo(controller=controller, deletion_timeout=float(args.deletion_timeout))
     health = await start_health_server(args.liveness, controller)
     namespaces = list(args.namespace or [])
@@ -67,7 +69,8 @@ async def _serve(args: argparse.Namespace) -> None:
 
 
 async def start_health_server(address: str | None, controller: Controller) -> web.AppRunner | None:
-    """``GET /healthz``: 200 with the controller's figures, 503 when its work queue is stuck."""
+    """``GET /healthz``: 200 with the controller's figures, 503 when its work queue is stuck (and no answer at all
+    when the event loop is blocked: the server runs on the same loop). ``GET /metrics``: Prometheus text format."""
     if not address:
         return None
     endpoint = Endpoint.parse(address, default_port=8080)
@@ -76,8 +79,12 @@ async def start_health_server(address: str | None, controller: Controller) -> we
         report = controller.health()
         return web.json_response(report, status=200 if report["healthy"] else 503)
 
+    async def metrics_page(_: web.Request) -> web.Response:
+        body = metrics.render(controller.refresh_metrics)
+        return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
     app = web.Application()
-    app.add_routes([web.get("/healthz", healthz)])
+    app.add_routes([web.get("/healthz", healthz), web.get("/metrics", metrics_page)])
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, endpoint.host, endpoint.port).start()

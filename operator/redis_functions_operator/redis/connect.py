@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -130,6 +131,29 @@ class _NamedSSLConnection(SSLConnection):
         return arguments
 
 
+CommandObserver = Callable[[str, float, bool], None]
+_OBSERVERS: list[CommandObserver] = []
+
+
+def add_command_observer(observer: CommandObserver) -> None:
+    """Call ``observer(command, seconds, ok)`` after every command any connector sends (metrics hook; the redis
+    layer itself knows nothing about Prometheus)."""
+    _OBSERVERS.append(observer)
+
+
+def remove_command_observer(observer: CommandObserver) -> None:
+    if observer in _OBSERVERS:
+        _OBSERVERS.remove(observer)
+
+
+def command_name(args: tuple[Any, ...]) -> str:
+    """``FUNCTION LOAD``, ``CLUSTER SHARDS``, ``ROLE``... (never arguments: they can hold code or secrets)."""
+    first = str(args[0]).upper() if args else "?"
+    if first in ("FUNCTION", "CLUSTER", "SENTINEL") and len(args) > 1:
+        return f"{first} {str(args[1]).upper()}"
+    return first
+
+
 class Connector:
     """Opens and caches one client per node for a target; close it with :meth:`aclose`.
 
@@ -152,7 +176,18 @@ class Connector:
         """Send one command to one node, bounded by a deadline on top of the socket timeout (which does not cover a
         slow multi-part reply). Errors propagate for :func:`errors.classify`."""
         command = self.client(endpoint, authenticate=authenticate).execute_command(*args)  # type: ignore[no-untyped-call]
-        return await asyncio.wait_for(command, timeout=self.target.timeout * 2)
+        started = time.perf_counter()
+        ok = False
+        try:
+            reply = await asyncio.wait_for(command, timeout=self.target.timeout * 2)
+            ok = True
+            return reply
+        finally:
+            if _OBSERVERS:
+                name = command_name(args)
+                elapsed = time.perf_counter() - started
+                for observer in _OBSERVERS:
+                    observer(name, elapsed, ok)
 
     async def forget(self, endpoint: Endpoint) -> None:
         """Drop a node's cached clients (e.g. after it vanished from the topology)."""

@@ -132,6 +132,16 @@ def parse_cluster_shards(reply: Any, seed: Endpoint) -> list[Node]:
         slot_bounds = [int(x) for x in shard_map.get("slots", [])]
         slots = _format_slots(slot_bounds)
         members = [pairs(n) for n in shard_map.get("nodes", [])]
+        live_primary = any(text(m.get("role")) == "master" and text(m.get("health")) in _LIVE_HEALTH for m in members)
+        if slots and not live_primary:
+            # The shard's primary failed and no replica has been promoted yet: nobody can hold the library for
+            # these slots right now. Report it (as a primary that cannot be reached) instead of silently
+            # reporting "2/2" for a 3-shard cluster.
+            failed = next((m for m in members if text(m.get("role")) == "master"), members[0] if members else {})
+            host = text(failed.get("ip") or failed.get("endpoint") or "") or seed.host
+            port = int(failed.get("port") or failed.get("tls-port") or 0)
+            nodes.append(Node(Endpoint(host, port), Role.PRIMARY, shard=text(failed.get("id")), slots=slots))
+            continue
         primary_id = next((text(m.get("id")) for m in members if text(m.get("role")) == "master"), None)
         primary_ep: Endpoint | None = None
         for m in members:

@@ -1,0 +1,108 @@
+"""A cheap fingerprint of a deployment, polled every few seconds, so the operator notices a Redis that moved under it.
+
+Redis never tells anyone that a primary lost its functions. The cases that matter (facts §3–§6) and what reveals
+them, at a cost that does not grow with the number of libraries:
+
+============================================  =====================================================================
+what happened                                 what changes in the fingerprint
+============================================  =====================================================================
+FUNCTION FLUSH / DELETE on a primary          FUNCTION STATS ``libraries_count`` / ``functions_count`` on that node
+a primary restarted empty                     its ``run_id`` (INFO server) and its counts
+failover (a replica promoted)                 the set of primaries (and ROLE)
+a new primary (CLUSTER MEET, 0 slots)         the set of primaries
+slots moved to a primary (reshard)            that primary's slot ranges
+a primary unreachable / back                  that node's probe error
+another library loaded or removed             the counts (so a function-name conflict is retried when it goes)
+============================================  =====================================================================
+
+One poll = topology discovery (CLUSTER SHARDS + ROLE per primary, or the standalone/sentinel equivalent) plus
+``INFO server`` and ``FUNCTION STATS`` per primary: about 10 commands for a 3-primary cluster, whatever the number of
+libraries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from redis_functions_operator.redis.connect import Connector, Endpoint, Target
+from redis_functions_operator.redis.errors import NodeError, classify
+from redis_functions_operator.redis.replies import pairs, text
+from redis_functions_operator.redis.topology import Topology, TopologyError, discover
+
+
+@dataclass(frozen=True)
+class NodePrint:
+    slots: str
+    run_id: str
+    libraries: int
+    functions: int
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    primaries: dict[str, NodePrint]  # address -> what it holds
+    unreachable: dict[str, str]  # address -> error kind
+    error: str | None = None  # discovery itself failed
+
+    def changes_since(self, old: Fingerprint | None) -> list[str]:
+        """Human reasons why ``self`` differs from ``old`` (empty: nothing that matters changed)."""
+        if old is None:
+            return []
+        reasons: list[str] = []
+        if self.error != old.error:
+            reasons.append(f"topology discovery {'failed: ' + self.error if self.error else 'recovered'}")
+        for address in sorted(self.primaries.keys() - old.primaries.keys() - old.unreachable.keys()):
+            reasons.append(f"{address} is a new primary")
+        for address in sorted(old.primaries.keys() - self.primaries.keys()):
+            if address not in self.unreachable:
+                reasons.append(f"{address} is no longer a primary")
+        for address in sorted(self.unreachable.keys() - old.unreachable.keys()):
+            reasons.append(f"{address} became unreachable ({self.unreachable[address]})")
+        for address in sorted(old.unreachable.keys() - self.unreachable.keys()):
+            if address in self.primaries:
+                reasons.append(f"{address} is reachable again")
+        for address in sorted(self.primaries.keys() & old.primaries.keys()):
+            new, before = self.primaries[address], old.primaries[address]
+            if new.run_id != before.run_id:
+                reasons.append(f"{address} restarted")
+            elif (new.libraries, new.functions) != (before.libraries, before.functions):
+                reasons.append(
+                    f"{address} libraries changed ({before.libraries} -> {new.libraries} libraries, "
+                    f"{before.functions} -> {new.functions} functions)"
+                )
+            if new.slots != before.slots:
+                reasons.append(f"{address} slots changed ({before.slots or 'none'} -> {new.slots or 'none'})")
+        return reasons
+
+
+async def fingerprint(target: Target, connector: Connector) -> tuple[Fingerprint, Topology | None]:
+    """Probe the target once. Never raises: failures are part of the fingerprint."""
+    try:
+        topo = await discover(target, connector)
+    except TopologyError as exc:
+        return Fingerprint({}, {}, error=exc.error.kind.value), None
+    except Exception as exc:
+        return Fingerprint({}, {}, error=classify(exc).kind.value), None
+    unreachable = {n.address: e.kind.value for n, e in topo.unreachable}
+    results = await asyncio.gather(*(_probe_node(connector, n.endpoint) for n in topo.primaries))
+    primaries: dict[str, NodePrint] = {}
+    for node, outcome in zip(topo.primaries, results, strict=True):
+        if isinstance(outcome, NodeError):
+            unreachable[node.address] = outcome.kind.value
+        else:
+            run_id, libraries, functions = outcome
+            primaries[node.address] = NodePrint(node.slots, run_id, libraries, functions)
+    return Fingerprint(primaries, unreachable), topo
+
+
+async def _probe_node(connector: Connector, endpoint: Endpoint) -> tuple[str, int, int] | NodeError:
+    try:
+        info = await connector.call(endpoint, "INFO", "server")
+        stats = pairs(await connector.call(endpoint, "FUNCTION", "STATS"))
+    except Exception as exc:
+        return classify(exc)
+    engines = pairs(stats.get("engines"))
+    lua = pairs(engines.get("LUA") or next(iter(engines.values()), None))
+    run_id = text(info.get("run_id")) if isinstance(info, dict) else ""
+    return run_id, int(lua.get("libraries_count") or 0), int(lua.get("functions_count") or 0)
