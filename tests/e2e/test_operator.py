@@ -358,3 +358,19 @@ def test_metrics_move_with_library_states(
         assert "process_resident_memory_bytes" in fixed
         assert libs.delete("lib").returncode == 0
     assert unique_name not in redis_standalone.function_libraries()
+
+
+def test_zz_logs_events_and_status_never_hold_secrets_or_code(
+    operator: OperatorProcess, control_plane: ControlPlane
+) -> None:
+    """Runs last in this module: everything the session operator did so far is in its log."""
+    log = operator.log_text()
+    assert "Verified" in log or "loaded on" in log  # the log is not empty: the earlier tests ran through it
+    for secret in ("e2e-Pass-Word-7", "not-the-password", control_plane.token):
+        assert secret not in log
+    assert "redis.register_function(" not in log  # no Lua code bodies
+    events = control_plane.kubectl("get", "events", "-A", "-o", "json").stdout
+    statuses = control_plane.kubectl("get", "rfl", "-A", "-o", "json").stdout
+    for secret in ("e2e-Pass-Word-7", "not-the-password", control_plane.token):
+        assert secret not in events
+        assert secret not in json.dumps([o.get("status") for o in json.loads(statuses)["items"]])

@@ -212,3 +212,13 @@ def test_libraries_that_crash_servers_are_refused_before_any_load(
         assert "refused, loading it can crash the server" in result.stderr
     assert unique_name not in redis_standalone.function_libraries()
     assert redis_standalone.is_running()
+
+
+def test_sync_the_shipped_lua_directory_on_a_cluster(cluster_factory: Callable[..., rs.Cluster]) -> None:
+    cluster = cluster_factory("valkey")
+    result = cli("sync", "--redis", cluster.replicas()[0].url, str(REPO / "lua"))
+    assert result.returncode == 0, result.stdout
+    for primary in cluster.primaries():
+        assert {
+            name: primary.function_libraries()[name] for name in ("mylib", "flags", "ratelimiter", "cart", "sessions")
+        } == {p.stem: p.read_bytes() for p in (REPO / "lua").glob("*.lua")}

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import urllib3.exceptions
 from kubernetes.client.exceptions import ApiException
 
 from redis_functions_operator.k8s import metrics
@@ -200,6 +201,12 @@ class Controller:
                 outcome = _OUTCOME_OF_STATE.get(tracked.state, "error") if tracked else "verified"
             except asyncio.CancelledError:
                 raise
+            except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
+                # The API server is restarting, etcd is briefly away, a write conflicted: retry soon, quietly.
+                log.warning(
+                    "Kubernetes API unavailable while reconciling %s/%s (%s); retrying in 5s", *key, _brief(exc)
+                )
+                outcome, delay = "transient", 5.0
             except Exception:
                 log.exception("reconcile of %s/%s failed unexpectedly; retrying in 30s", *key)
                 delay = 30.0
@@ -327,6 +334,7 @@ class Controller:
         )  # fmt: skip
         old_ready = find(previous.get("conditions") or [], READY)
         if not old_ready or old_ready.get("reason") != failure.reason:
+            log.warning("%s: %s: %s", ref, failure.reason, failure.message)
             await self.kube.post_event(ref, "Warning", failure.reason, failure.message)
         await self._write_status(ref, attempt, previous)
         return delay
@@ -359,6 +367,7 @@ class Controller:
                 f"library {library.name} {version}(sha256 {library.sha256[:12]}) "
                 f"{'updated' if updated else 'loaded'} on {len(loaded)}/{len(result.nodes)} primaries"
             )
+            log.info("%s: %s", ref, message)
             await self.kube.post_event(ref, "Normal", "Updated" if updated else "Loaded", message)
         for node in repaired:
             metrics.DRIFT_REPAIRS.labels("different" if node.before_sha256 else "missing").inc()
@@ -371,13 +380,14 @@ class Controller:
             )
             because = f" after: {'; '.join(wake_reasons)}" if wake_reasons else ""
             message = f"library {library.name} repaired on {details}{because}"
+            log.info("%s: %s", ref, message)
             await self.kube.post_event(ref, "Normal", "DriftRepaired", message)
         if not result.ok:
             old_ready = find(previous.get("conditions") or [], READY)
             new_ready = find(render_status(attempt, previous)["conditions"], READY)
             if new_ready and (not old_ready or old_ready.get("reason") != new_ready.get("reason")):
-                kind = "Warning"
-                await self.kube.post_event(ref, kind, str(new_ready["reason"]), str(new_ready["message"]))
+                log.warning("%s: %s: %s", ref, new_ready["reason"], new_ready["message"])
+                await self.kube.post_event(ref, "Warning", str(new_ready["reason"]), str(new_ready["message"]))
 
     # --- deletion -------------------------------------------------------------------------------------------------
 
@@ -515,6 +525,12 @@ def _references(body: Mapping[str, Any]) -> frozenset[tuple[RefKind, str]]:
         return parse_spec(body.get("spec") or {}).references()
     except SpecError:
         return frozenset()
+
+
+def _brief(exc: BaseException) -> str:
+    if isinstance(exc, ApiException):
+        return f"{exc.status} {exc.reason}"
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
 
 
 def _rfc3339(moment: dt.datetime) -> str:

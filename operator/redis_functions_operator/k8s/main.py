@@ -122,3 +122,7 @@ def configure_logging(fmt: str, verbose: bool) -> None:
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     for noisy in ("kubernetes", "urllib3", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not verbose:
+        # kopf logs "Handler 'library_event' succeeded" for every watch event of every Secret, ConfigMap and
+        # library: the operator's own log lines say what happened.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
