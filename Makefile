@@ -12,9 +12,11 @@ bootstrap:                ## Debian packages + .venv with the pinned dependencie
 control-plane: bootstrap  ## build (once, cached in .cache/) the real kube-apiserver + etcd the e2e tests use
 	@if [ -x scripts/build-control-plane.sh ]; then ./scripts/build-control-plane.sh; fi
 
+PYDIRS := $(wildcard operator tests bench scripts)
+
 lint: bootstrap           ## ruff + mypy --strict on the package
-	@echo "==> ruff"; $(VENV)/bin/ruff check operator tests bench scripts
-	@$(VENV)/bin/ruff format --check operator tests bench scripts
+	@echo "==> ruff"; $(VENV)/bin/ruff check $(PYDIRS)
+	@$(VENV)/bin/ruff format --check $(PYDIRS)
 	@echo "==> mypy --strict"; $(VENV)/bin/mypy
 
 test: lint control-plane  ## the whole suite: unit, real Redis/Valkey, real control plane
