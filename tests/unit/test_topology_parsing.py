@@ -53,6 +53,10 @@ def test_fingerprint_reasons() -> None:
     assert before.changes_since(None) == []
     flushed = Fingerprint({"a:1": NodePrint("0-100", "r1", 0, 0), "b:1": NodePrint("101-200", "r2", 3, 9)}, {})
     assert flushed.changes_since(before) == ["a:1 libraries changed (3 -> 0 libraries, 9 -> 0 functions)"]
+    flushed_and_put_back = Fingerprint(
+        {"a:1": NodePrint("0-100", "r1", 3, 9, (1, 0, 0)), "b:1": NodePrint("101-200", "r2", 3, 9)}, {}
+    )
+    assert flushed_and_put_back.changes_since(before) == ["a:1 ran FUNCTION FLUSH x1"]
     restarted = Fingerprint({"a:1": NodePrint("0-100", "r9", 0, 0), "b:1": NodePrint("101-200", "r2", 3, 9)}, {})
     assert restarted.changes_since(before) == ["a:1 restarted"]
     grown = Fingerprint({**before.primaries, "c:1": NodePrint("", "r3", 0, 0)}, {})

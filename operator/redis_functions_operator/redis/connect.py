@@ -26,6 +26,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 DEFAULT_TIMEOUT = 5.0
+MAX_CONNECTIONS_PER_NODE = 8  # per target and node: enough for concurrent reconciles, gentle on maxclients
 
 
 class Mode(StrEnum):
@@ -206,6 +207,8 @@ class Connector:
         await self.aclose()
 
     def _make_client(self, endpoint: Endpoint, authenticate: bool) -> aioredis.Redis:
+        """A client whose pool *waits* for a free connection (up to the timeout) instead of failing with "Too many
+        connections" when many libraries of one target reconcile at once."""
         target = self.target
         creds = target.credentials if authenticate else None
         options: dict[str, Any] = {
@@ -219,21 +222,20 @@ class Connector:
             "retry": Retry(NoBackoff(), 1),
             "protocol": 2,  # RESP2 reply shapes are stable across redis-py versions and servers
             "decode_responses": False,
-            "max_connections": 8,
         }
         tls = target.tls
-        if tls is None:
-            return aioredis.Redis(**options)
-        pool = aioredis.ConnectionPool(
-            connection_class=_NamedSSLConnection,
-            server_hostname=tls.server_name,
-            ssl_ca_data=tls.ca_data,
-            ssl_ca_certs=tls.ca_file,
-            ssl_certfile=tls.cert_file,
-            ssl_keyfile=tls.key_file,
-            ssl_cert_reqs=ssl.CERT_NONE if tls.insecure_skip_verify else ssl.CERT_REQUIRED,
-            ssl_check_hostname=not tls.insecure_skip_verify,
-            **{k: v for k, v in options.items() if k != "max_connections"},
-            max_connections=options["max_connections"],
+        if tls is not None:
+            options.update(
+                connection_class=_NamedSSLConnection,
+                server_hostname=tls.server_name,
+                ssl_ca_data=tls.ca_data,
+                ssl_ca_certs=tls.ca_file,
+                ssl_certfile=tls.cert_file,
+                ssl_keyfile=tls.key_file,
+                ssl_cert_reqs=ssl.CERT_NONE if tls.insecure_skip_verify else ssl.CERT_REQUIRED,
+                ssl_check_hostname=not tls.insecure_skip_verify,
+            )
+        pool = aioredis.BlockingConnectionPool(
+            max_connections=MAX_CONNECTIONS_PER_NODE, timeout=target.timeout, **options
         )
         return aioredis.Redis(connection_pool=pool)

@@ -6,7 +6,8 @@ them, at a cost that does not grow with the number of libraries:
 ============================================  =====================================================================
 what happened                                 what changes in the fingerprint
 ============================================  =====================================================================
-FUNCTION FLUSH / DELETE on a primary          FUNCTION STATS ``libraries_count`` / ``functions_count`` on that node
+FUNCTION FLUSH / DELETE / RESTORE             that node's call counters (INFO commandstats): monotonic, so a flush
+                                              is seen even if the libraries came back between two polls
 a primary restarted empty                     its ``run_id`` (INFO server) and its counts
 failover (a replica promoted)                 the set of primaries (and ROLE)
 a new primary (CLUSTER MEET, 0 slots)         the set of primaries
@@ -16,8 +17,8 @@ another library loaded or removed             the counts (so a function-name con
 ============================================  =====================================================================
 
 One poll = topology discovery (CLUSTER SHARDS + ROLE per primary, or the standalone/sentinel equivalent) plus
-``INFO server`` and ``FUNCTION STATS`` per primary: about 10 commands for a 3-primary cluster, whatever the number of
-libraries.
+``INFO server commandstats`` and ``FUNCTION STATS`` per primary: about 10 commands for a 3-primary cluster,
+whatever the number of libraries.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class NodePrint:
     run_id: str
     libraries: int
     functions: int
+    removals: tuple[int, int, int] = (0, 0, 0)  # calls of FUNCTION FLUSH, DELETE, RESTORE since start (monotonic)
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,16 @@ class Fingerprint:
             new, before = self.primaries[address], old.primaries[address]
             if new.run_id != before.run_id:
                 reasons.append(f"{address} restarted")
+            elif new.removals != before.removals:
+                # Counters, not counts: a flush is seen even when the libraries were put back between two polls.
+                what = [
+                    f"FUNCTION {cmd} x{after - was}"
+                    for cmd, was, after in zip(
+                        ("FLUSH", "DELETE", "RESTORE"), before.removals, new.removals, strict=True
+                    )
+                    if after != was
+                ]
+                reasons.append(f"{address} ran {', '.join(what)}")
             elif (new.libraries, new.functions) != (before.libraries, before.functions):
                 reasons.append(
                     f"{address} libraries changed ({before.libraries} -> {new.libraries} libraries, "
@@ -91,18 +103,29 @@ async def fingerprint(target: Target, connector: Connector) -> tuple[Fingerprint
         if isinstance(outcome, NodeError):
             unreachable[node.address] = outcome.kind.value
         else:
-            run_id, libraries, functions = outcome
-            primaries[node.address] = NodePrint(node.slots, run_id, libraries, functions)
+            run_id, libraries, functions, removals = outcome
+            primaries[node.address] = NodePrint(node.slots, run_id, libraries, functions, removals)
     return Fingerprint(primaries, unreachable), topo
 
 
-async def _probe_node(connector: Connector, endpoint: Endpoint) -> tuple[str, int, int] | NodeError:
+async def _probe_node(
+    connector: Connector, endpoint: Endpoint
+) -> tuple[str, int, int, tuple[int, int, int]] | NodeError:
     try:
-        info = await connector.call(endpoint, "INFO", "server")
+        info = await connector.call(endpoint, "INFO", "server", "commandstats")
         stats = pairs(await connector.call(endpoint, "FUNCTION", "STATS"))
     except Exception as exc:
         return classify(exc)
     engines = pairs(stats.get("engines"))
     lua = pairs(engines.get("LUA") or next(iter(engines.values()), None))
-    run_id = text(info.get("run_id")) if isinstance(info, dict) else ""
-    return run_id, int(lua.get("libraries_count") or 0), int(lua.get("functions_count") or 0)
+    info = info if isinstance(info, dict) else {}
+    run_id = text(info.get("run_id"))
+    removals = tuple(_calls(info, f"cmdstat_function|{cmd}") for cmd in ("flush", "delete", "restore"))
+    return run_id, int(lua.get("libraries_count") or 0), int(lua.get("functions_count") or 0), removals  # type: ignore[return-value]
+
+
+def _calls(info: dict[str, object], key: str) -> int:
+    entry = info.get(key)
+    if isinstance(entry, dict):
+        return int(entry.get("calls") or 0)
+    return 0
