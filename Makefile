@@ -9,8 +9,9 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 bootstrap:                ## Debian packages + .venv with the pinned dependencies
 	@./scripts/bootstrap.sh
 
-control-plane: bootstrap  ## build (once, cached in .cache/) the real kube-apiserver + etcd the e2e tests use
-	@if [ -x scripts/build-control-plane.sh ]; then ./scripts/build-control-plane.sh; fi
+control-plane: bootstrap  ## build (once, cached in .cache/) kube-apiserver, etcd, helm and the kstatus checker
+	@./scripts/build-control-plane.sh
+	@./scripts/build-test-tools.sh
 
 PYDIRS := $(wildcard operator tests bench scripts)
 

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Builds the real kube-apiserver and etcd that the e2e tests and `make demo` run (no Docker on this machine, so no
 # kind/k3d: we build the upstream `main` packages, unchanged, from the pinned wrapper module in tests/k8s/ — see
-# tests/k8s/README.md). Binaries go to the git-ignored .cache/k8s/bin/; a binary that already exists and reports the
-# pinned version is not rebuilt, so only the first run is slow (~7 min cold on 2 cores, ~2 GB of build cache).
+# tests/k8s/README.md), and the official helm the chart tests use (`go install`, its own go.mod, no replaces).
+# Binaries go to the git-ignored .cache/k8s/bin/; a binary that already exists and reports the pinned version is not
+# rebuilt, so only the first run is slow (~7 min cold on 2 cores for the control plane + ~3 min for helm).
 #
 #   scripts/build-control-plane.sh                 build what is missing (the default; `make control-plane`)
-#   scripts/build-control-plane.sh --force         rebuild both binaries
+#   scripts/build-control-plane.sh --force         rebuild every binary
 #   scripts/build-control-plane.sh --regen-go-mod  regenerate tests/k8s/go.mod + go.sum from the pins below
 #                                                  (then commit them); does not build
 #   scripts/build-control-plane.sh --print-bin-dir print the binaries folder and exit
@@ -16,6 +17,7 @@ set -euo pipefail
 # ---- pins (change here, then run --regen-go-mod) -----------------------------------------------------------------
 K8S_VERSION=v1.36.3  # k8s.io/kubernetes; go directive 1.26.0
 ETCD_VERSION=v3.6.8  # go.etcd.io/etcd/server/v3; the etcd client version Kubernetes 1.36 requires
+HELM_VERSION=v4.3.1  # helm.sh/helm/v4 (not part of tests/k8s/go.mod: `go install pkg@version` uses helm's own go.mod)
 # ------------------------------------------------------------------------------------------------------------------
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -125,6 +127,7 @@ binary_version() {
     case "$1" in
         kube-apiserver) "$BIN_DIR/kube-apiserver" --version 2>/dev/null | awk '{ print $2 }' ;;  # Kubernetes v1.36.3
         etcd) "$BIN_DIR/etcd" --version 2>/dev/null | awk '/^etcd Version:/ { print "v" $3 }' ;;  # etcd Version: 3.6.8
+        helm) "$BIN_DIR/helm" version --template '{{.Version}}' 2>/dev/null ;;  # v4.3.1 (stamped by build_helm)
     esac
 }
 
@@ -151,6 +154,36 @@ build_one() {
     echo "    built $name $want in $(fmt_secs $((SECONDS - start))) ($(du -h "$BIN_DIR/$name" | cut -f1))"
 }
 
+# helm: `go install helm.sh/helm/v4/cmd/helm@$HELM_VERSION` into a temp GOBIN, then moved into place. Without the -X
+# stamp it reports only "v4.3" (its version comes from the build info); the stamp makes the check below exact.
+build_helm() {
+    local have=""
+    if [ -x "$BIN_DIR/helm" ]; then have=$(binary_version helm || true); fi
+    if [ "$FORCE" = 0 ] && [ "$have" = "$HELM_VERSION" ]; then
+        echo "    helm $HELM_VERSION: up to date ($BIN_DIR/helm)"
+        return 0
+    fi
+    if [ -n "$have" ]; then
+        say "rebuilding helm $HELM_VERSION (found $have) (~3 min)…"
+    else
+        say "building helm $HELM_VERSION (first run only, ~3 min incl. downloads)…"
+    fi
+    local start=$SECONDS gobin
+    mkdir -p "$BIN_DIR"
+    gobin=$(mktemp -d "$BIN_DIR/.helm-build.XXXXXX")
+    if ! with_heartbeat "building helm" env GOBIN="$gobin" go install -trimpath \
+            -ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION" \
+            "helm.sh/helm/v4/cmd/helm@$HELM_VERSION"; then
+        rm -rf "$gobin"
+        die "go install helm.sh/helm/v4/cmd/helm@$HELM_VERSION failed"
+    fi
+    mv -f "$gobin/helm" "$BIN_DIR/helm"
+    rm -rf "$gobin"
+    have=$(binary_version helm || true)
+    [ "$have" = "$HELM_VERSION" ] || die "helm was built but reports version '${have}', wanted $HELM_VERSION"
+    echo "    built helm $HELM_VERSION in $(fmt_secs $((SECONDS - start))) ($(du -h "$BIN_DIR/helm" | cut -f1))"
+}
+
 build() {
     need_go
     [ -f "$MOD_DIR/go.mod" ] || die "tests/k8s/go.mod is missing; run: scripts/build-control-plane.sh --regen-go-mod"
@@ -162,7 +195,7 @@ build() {
     fi
 
     local total_start=$SECONDS
-    say "control plane binaries: kube-apiserver $K8S_VERSION, etcd $ETCD_VERSION → ${BIN_DIR#"$ROOT"/}"
+    say "control plane binaries: kube-apiserver $K8S_VERSION, etcd $ETCD_VERSION, helm $HELM_VERSION → ${BIN_DIR#"$ROOT"/}"
     # Version stamped, so /version, kubectl and helm's kubeVersion checks see the real version, not v0.0.0.
     local ldf="-s -w"
     ldf+=" -X k8s.io/component-base/version.gitVersion=$K8S_VERSION"
@@ -174,6 +207,7 @@ build() {
     build_one etcd "$ETCD_VERSION" "1 min incl. downloads" -ldflags "-s -w" go.etcd.io/etcd/server/v3
     build_one kube-apiserver "$K8S_VERSION" "6 min" -tags selinux,notest -ldflags "$ldf" \
         k8s.io/kubernetes/cmd/kube-apiserver
+    build_helm
     echo "    done in $(fmt_secs $((SECONDS - total_start)))"
 }
 
