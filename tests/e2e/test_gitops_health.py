@@ -301,6 +301,10 @@ def test_new_object_before_the_operator_acts(
 def test_rollout_in_progress_then_ready(
     rfl: Libraries, redis_standalone: rs.RedisServer, kstatus_tool: Path, watch: Callable[[str], Watch]
 ) -> None:
+    # A rollout of a new version of a live library is where the operator writes Reconciling=True before it loads
+    # (a brand-new object already reads InProgress through observedGeneration -1).
+    rfl.apply("ready", [redis_standalone.address], code=library_code("gitops_ready", "return 0"), version="0.9.0")
+    rfl.wait_ready("ready")
     w = watch("ready")
     rfl.apply("ready", [redis_standalone.address], code=library_code("gitops_ready"), version="1.0.0")
     working = w.first(has_condition("Reconciling", "True", "Progressing"), what="Reconciling=True Progressing")

@@ -43,7 +43,7 @@ def test_create_becomes_ready_and_every_primary_holds_the_exact_code(
     assert [f["name"] for f in status["functions"]] == [f"{unique_name}_f"]
     primaries = [n for n in status["nodes"] if n["role"] == "primary"]
     assert {n["address"] for n in primaries} == {p.address for p in redis_cluster.primaries()}
-    assert all(n["state"] in ("Loaded", "Verified") and n["codeSha256"] == status["codeSha256"] for n in primaries)
+    assert all(n["state"] == "Verified" and n["codeSha256"] == status["codeSha256"] for n in primaries)
     assert len([n for n in status["nodes"] if n["role"] == "replica"]) == 3
     table = rfl.kubectl("get", "rfl", "lib").stdout.split("\n")
     assert table[0].split() == ["NAME", "LIBRARY", "VERSION", "READY", "PRIMARIES", "REASON", "AGE"]

@@ -458,8 +458,8 @@ def test_compile_error_entries() -> None:
     ("node_result", "state"),
     [
         (ok(A, Outcome.UNCHANGED), "Verified"),
-        (ok(A, Outcome.LOADED), "Loaded"),
-        (ok(A, Outcome.REPAIRED), "Repaired"),
+        (ok(A, Outcome.LOADED), "Verified"),  # what a node did is in events and metrics; status says what it is
+        (ok(A, Outcome.REPAIRED), "Verified"),
         (NodeResult(A, Outcome.ROLLED_BACK), "RolledBack"),
         (NodeResult(A, Outcome.SKIPPED), "Skipped"),
         (failed(A, REFUSED), "Unreachable"),
@@ -489,15 +489,20 @@ def test_summary() -> None:
 # --- lastSyncTime and write-only-on-change ---------------------------------------------------------------------------
 
 
-def test_last_sync_time_moves_only_when_something_changed() -> None:
+def test_last_sync_time_is_when_this_code_was_first_verified_everywhere() -> None:
     first = render_status(attempt(loaded(), now=T0), None)
     assert first["lastSyncTime"] == T0
     resync = render_status(attempt(idle(), now=T1), first)
     assert resync["lastSyncTime"] == T0
     fixed = render_status(attempt(repaired(), now=T2), resync)
-    assert fixed["lastSyncTime"] == T2
+    assert fixed["lastSyncTime"] == T0  # a repair is an event, not a status change
+    assert not status_changed(fixed, resync)  # so repairing a thousand libraries writes no status
     failing = render_status(attempt(transient(), now=T3, retry_in=1), fixed)
-    assert failing["lastSyncTime"] == T2
+    assert failing["lastSyncTime"] == T0
+
+
+def test_a_library_that_never_loaded_has_no_sync_time() -> None:
+    assert "lastSyncTime" not in render_status(attempt(compile_error(), now=T1), None)
 
 
 def test_first_status_gets_a_sync_time_even_if_nothing_was_loaded() -> None:
@@ -512,7 +517,7 @@ def test_new_code_counts_as_a_change() -> None:
 def test_idle_resync_renders_an_identical_status() -> None:
     rollout = render_status(attempt(loaded(), now=T0, retry_in=58.3), {"observedGeneration": -1})
     settled = render_status(attempt(idle(), now=T1, retry_in=63.9), rollout)
-    assert status_changed(settled, rollout)  # Loaded -> Verified: one write after the rollout
+    assert not status_changed(settled, rollout)  # the resync after a rollout writes nothing
     again = render_status(attempt(idle(), now=T2, retry_in=55.1), settled)
     assert again == settled
     assert not status_changed(again, settled)
@@ -714,7 +719,7 @@ def test_node_states_are_the_documented_ones() -> None:
     documented = set(re.findall(r"[A-Z][A-Za-z]+", description))
     produced = {e["state"] for _, status in all_kinds_of_status() for e in status.get("nodes", [])}
     assert produced <= documented
-    assert {"Verified", "Loaded", "Repaired", "Unreachable", "Failed", "Skipped", "RolledBack", "Replica"} <= produced
+    assert {"Verified", "Unreachable", "Failed", "Skipped", "RolledBack", "Replica"} <= produced
 
 
 # --- no secret in a status ------------------------------------------------------------------------------------------

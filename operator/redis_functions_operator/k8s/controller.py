@@ -25,7 +25,7 @@ from kubernetes.client.exceptions import ApiException
 
 from redis_functions_operator.k8s import metrics
 from redis_functions_operator.k8s.kube import Kube, ObjectRef
-from redis_functions_operator.k8s.resolve import ResolveError, resolve
+from redis_functions_operator.k8s.resolve import ResolveError, resolve, resolve_target
 from redis_functions_operator.k8s.watchers import DEFAULT_INTERVAL, TargetWatchers
 from redis_functions_operator.k8s.workqueue import WorkQueue
 from redis_functions_operator.library import Library, LibraryError, parse_library, parse_shebang
@@ -173,6 +173,7 @@ class Controller:
 
     async def run(self) -> None:
         """Run the workers until cancelled."""
+        self.kube.start_posting()
         workers = [asyncio.create_task(self._worker(i)) for i in range(self.settings.workers)]
         try:
             while True:
@@ -183,6 +184,7 @@ class Controller:
                 task.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
             await self.watchers.aclose()
+            await self.kube.stop_posting()
             for cached in self._connectors.values():
                 await cached.connector.aclose()
             self._connectors.clear()
@@ -291,14 +293,19 @@ class Controller:
             return await self._fail(tracked, ref, base, previous, Failure("ResourceConflict", message, True), 300.0)
         self.watchers.attach(resolved.target, key)
 
-        if previous.get("observedGeneration") != ref.generation:
+        observed = previous.get("observedGeneration")
+        if observed not in (None, -1) and observed != ref.generation:
+            # An update of a live library: say Reconciling while the new code goes out. (A brand-new object already
+            # reads InProgress through observedGeneration -1; skipping the write halves the API calls at scale.)
             in_progress = Attempt(
                 generation=ref.generation, now=now, controls=controls, version=spec.version, library=library,
                 in_progress=True,
             )  # fmt: skip
             previous = await self._write_status(ref, in_progress, previous)
 
-        result = await engine.sync(library, resolved.target, connector=self._connector(resolved.target))
+        topology = self.watchers.fresh_topology(resolved.target, max_age=self.settings.poll_interval * 1.5)
+        connector = self._connector(resolved.target)
+        result = await engine.sync(library, resolved.target, connector=connector, topology=topology)
         delay = self._next_delay(tracked, spec, result)
         attempt = Attempt(
             generation=ref.generation, now=now, controls=controls, version=spec.version, library=library,
@@ -335,7 +342,7 @@ class Controller:
         old_ready = find(previous.get("conditions") or [], READY)
         if not old_ready or old_ready.get("reason") != failure.reason:
             log.warning("%s: %s: %s", ref, failure.reason, failure.message)
-            await self.kube.post_event(ref, "Warning", failure.reason, failure.message)
+            self.kube.emit(ref, "Warning", failure.reason, failure.message)
         await self._write_status(ref, attempt, previous)
         return delay
 
@@ -368,7 +375,7 @@ class Controller:
                 f"{'updated' if updated else 'loaded'} on {len(loaded)}/{len(result.nodes)} primaries"
             )
             log.info("%s: %s", ref, message)
-            await self.kube.post_event(ref, "Normal", "Updated" if updated else "Loaded", message)
+            self.kube.emit(ref, "Normal", "Updated" if updated else "Loaded", message)
         for node in repaired:
             metrics.DRIFT_REPAIRS.labels("different" if node.before_sha256 else "missing").inc()
         for node in result.nodes:
@@ -381,13 +388,13 @@ class Controller:
             because = f" after: {'; '.join(wake_reasons)}" if wake_reasons else ""
             message = f"library {library.name} repaired on {details}{because}"
             log.info("%s: %s", ref, message)
-            await self.kube.post_event(ref, "Normal", "DriftRepaired", message)
+            self.kube.emit(ref, "Normal", "DriftRepaired", message)
         if not result.ok:
             old_ready = find(previous.get("conditions") or [], READY)
             new_ready = find(render_status(attempt, previous)["conditions"], READY)
             if new_ready and (not old_ready or old_ready.get("reason") != new_ready.get("reason")):
                 log.warning("%s: %s: %s", ref, new_ready["reason"], new_ready["message"])
-                await self.kube.post_event(ref, "Warning", str(new_ready["reason"]), str(new_ready["message"]))
+                self.kube.emit(ref, "Warning", str(new_ready["reason"]), str(new_ready["message"]))
 
     # --- deletion -------------------------------------------------------------------------------------------------
 
@@ -412,8 +419,8 @@ class Controller:
         others = sorted(k for k in self._claims.get((target_identity(spec), str(name)), ()) if k != key)
         if others:
             return f"library {name} left in Redis: still wanted by {', '.join(f'{ns}/{n}' for ns, n in others)}"
-        resolved = await resolve(spec, str(meta.get("namespace")), self.kube, self.settings.redis_timeout)
-        return await engine.delete(str(name), resolved.target, connector=self._connector(resolved.target))
+        target = await resolve_target(spec, str(meta.get("namespace")), self.kube, self.settings.redis_timeout)
+        return await engine.delete(str(name), target, connector=self._connector(target))
 
     # --- connections ----------------------------------------------------------------------------------------------
 

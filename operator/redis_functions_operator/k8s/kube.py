@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import datetime as dt
+import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,15 +53,64 @@ class ObjectRef:
 class Kube:
     """Thin async facade over the sync client; one instance per operator process."""
 
-    def __init__(self, api: k8s.ApiClient, timeout: float = 30.0) -> None:
+    def __init__(self, api: k8s.ApiClient, timeout: float = 30.0, threads: int = 16) -> None:
         self._core = k8s.CoreV1Api(api)
         self._custom = k8s.CustomObjectsApi(api)
         self._timeout = timeout
+        # Our own pool (not asyncio's default of cpu+4 threads): status writes of a thousand libraries go out in
+        # parallel, and a slow API server cannot starve kopf's own sync work.
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kube")
+        self._events: asyncio.Queue[tuple[ObjectRef, str, str, str]] | None = None
+        self._posters: list[asyncio.Task[None]] = []
+
+    # --- events, posted in the background ----------------------------------------------------------------------
+
+    def start_posting(self, workers: int = 4) -> None:
+        """Post events from a queue, so a reconcile never waits on them (a repair of a thousand libraries is a
+        thousand events)."""
+        if self._events is None:
+            self._events = asyncio.Queue(maxsize=10_000)
+            self._posters = [asyncio.create_task(self._post_from_queue()) for _ in range(workers)]
+
+    async def stop_posting(self) -> None:
+        for task in self._posters:
+            task.cancel()
+        await asyncio.gather(*self._posters, return_exceptions=True)
+        self._posters, self._events = [], None
+
+    def emit(self, ref: ObjectRef, type_: str, reason: str, message: str) -> None:
+        """Queue an event (dropped with a log line if the queue is full: events are a courtesy)."""
+        if self._events is None:
+            asyncio.get_running_loop().create_task(self.post_event(ref, type_, reason, message))
+            return
+        try:
+            self._events.put_nowait((ref, type_, reason, message))
+        except asyncio.QueueFull:
+            log.warning("event queue full; dropping %s for %s", reason, ref)
+
+    async def _post_from_queue(self) -> None:
+        assert self._events is not None
+        while True:
+            ref, type_, reason, message = await self._events.get()
+            await self.post_event(ref, type_, reason, message)
+
+    async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+
+    async def resource_served(self) -> bool:
+        """Whether the API server serves RedisFunctionLibrary (API discovery: no RBAC needed)."""
+        try:
+            found = await self._call(self._custom.get_api_resources, GROUP, VERSION, _request_timeout=self._timeout)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return any(r.name == PLURAL for r in (found.resources or []))
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, bytes] | None:
         """A Secret's decoded data, or None when it does not exist."""
         try:
-            secret = await asyncio.to_thread(
+            secret = await self._call(
                 self._core.read_namespaced_secret, name, namespace, _request_timeout=self._timeout
             )
         except ApiException as exc:
@@ -71,7 +122,7 @@ class Kube:
     async def read_config_map(self, namespace: str, name: str) -> dict[str, bytes] | None:
         """A ConfigMap's data and binaryData as bytes, or None when it does not exist."""
         try:
-            cm = await asyncio.to_thread(
+            cm = await self._call(
                 self._core.read_namespaced_config_map, name, namespace, _request_timeout=self._timeout
             )
         except ApiException as exc:
@@ -88,7 +139,7 @@ class Kube:
         body: dict[str, Any] = {key: None for key in previous if key not in status}
         body.update(status)
         try:
-            await asyncio.to_thread(
+            await self._call(
                 self._custom.patch_namespaced_custom_object_status,
                 GROUP,
                 VERSION,
@@ -124,8 +175,6 @@ class Kube:
             count=1,
         )
         try:
-            await asyncio.to_thread(
-                self._core.create_namespaced_event, ref.namespace, event, _request_timeout=self._timeout
-            )
+            await self._call(self._core.create_namespaced_event, ref.namespace, event, _request_timeout=self._timeout)
         except Exception as exc:  # events are a courtesy; never fail a reconcile over one
             log.warning("could not post event %s for %s: %s", reason, ref, exc)

@@ -12,8 +12,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 import sys
-from typing import Any
+from typing import Any, cast
 
 import kopf
 from aiohttp import web
@@ -51,16 +52,23 @@ def load_kubernetes_config() -> None:
 async def _serve(args: argparse.Namespace) -> None:
     metrics.install()
     settings = ControllerSettings(poll_interval=float(args.poll_interval))
-    controller = Controller(Kube(k8s.ApiClient()), settings)
-    memo = kopf.Memo(controller=controller, deletion_timeout=float(args.deletion_timeout))
-    health = await start_health_server(args.liveness, controller)
+    configuration = k8s.Configuration.get_default_copy()
+    configuration.connection_pool_maxsize = 32  # as many connections as Kube's threads, and some for events
+    controller = Controller(Kube(k8s.ApiClient(configuration)), settings)
     namespaces = list(args.namespace or [])
+    clusterwide = bool(args.all_namespaces or not namespaces)
+    # kopf scans namespaces and CRDs only when a namespace pattern (a glob or an exclusion) needs it: a fixed list
+    # or all namespaces need no cluster-wide read of namespaces or CRDs, which the chart's RBAC does not grant.
+    scanning = not clusterwide and any(set(ns) & set("*?[!") for ns in namespaces)
+    memo = kopf.Memo(controller=controller, deletion_timeout=float(args.deletion_timeout), scanning=scanning)
+    health = await start_health_server(args.liveness, controller)
     try:
         await kopf.operator(
             registry=handlers.registry,
             memo=memo,
             standalone=True,
-            clusterwide=bool(args.all_namespaces or not namespaces),
+            clusterwide=clusterwide,
+            identity=cast(Any, f"redis-functions-operator@{socket.gethostname()}"),  # not getpass: no passwd entry
             namespaces=namespaces,
         )
     finally:

@@ -37,6 +37,12 @@ class Resolved:
 
 async def resolve(spec: LibrarySpec, namespace: str, kube: Kube, redis_timeout: float = 5.0) -> Resolved:
     code = spec.code.encode("utf-8") if spec.code is not None else await read_key(kube, namespace, spec.code_from)
+    return Resolved(code, await resolve_target(spec, namespace, kube, redis_timeout))
+
+
+async def resolve_target(spec: LibrarySpec, namespace: str, kube: Kube, redis_timeout: float = 5.0) -> Target:
+    """Only what connecting needs (credentials, TLS): deleting a library must not depend on its codeFrom
+    ConfigMap, which helm uninstall or a GitOps prune removes together with the object."""
     credentials = None
     if spec.auth is not None:
         data = await _secret(kube, namespace, spec.auth.secret)
@@ -62,8 +68,7 @@ async def resolve(spec: LibrarySpec, namespace: str, kube: Kube, redis_timeout: 
             server_name=spec.tls.server_name,
             insecure_skip_verify=spec.tls.insecure_skip_verify,
         )
-    target = Target(spec.endpoints, spec.mode, spec.sentinel_master, credentials, tls, timeout=redis_timeout)
-    return Resolved(code, target)
+    return Target(spec.endpoints, spec.mode, spec.sentinel_master, credentials, tls, timeout=redis_timeout)
 
 
 async def read_key(kube: Kube, namespace: str, ref: KeyRef | None) -> bytes:

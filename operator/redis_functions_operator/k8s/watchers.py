@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Hashable
 
 from redis_functions_operator.redis.connect import Connector, Target
+from redis_functions_operator.redis.topology import Topology
 from redis_functions_operator.redis.watch import Fingerprint, fingerprint
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,7 @@ class TargetWatchers:
         self._keys: dict[Target, set[Hashable]] = {}
         self._target_of: dict[Hashable, Target] = {}
         self._tasks: dict[Target, asyncio.Task[None]] = {}
+        self._latest: dict[Target, tuple[Topology, float]] = {}
         self.polls = 0
 
     def attach(self, target: Target, key: Hashable) -> None:
@@ -52,9 +55,19 @@ class TargetWatchers:
         keys.discard(key)
         if not keys:
             self._keys.pop(target, None)
+            self._latest.pop(target, None)
             task = self._tasks.pop(target, None)
             if task is not None:
                 task.cancel()
+
+    def fresh_topology(self, target: Target, max_age: float) -> Topology | None:
+        """The topology this target's watcher saw at most ``max_age`` seconds ago, so a thousand reconciles of one
+        target do not each run CLUSTER SHARDS + ROLE. A stale view costs at most one transient retry (the engine
+        still reads and verifies every node it loads), and the next poll wakes whatever it missed."""
+        seen = self._latest.get(target)
+        if seen is None or time.monotonic() - seen[1] > max_age:
+            return None
+        return seen[0]
 
     def keys_of(self, target: Target) -> set[Hashable]:
         return set(self._keys.get(target, ()))
@@ -73,8 +86,10 @@ class TargetWatchers:
         previous: Fingerprint | None = None
         while True:
             try:
-                current, _ = await fingerprint(target, self._connector_for(target))
+                current, topology = await fingerprint(target, self._connector_for(target))
                 self.polls += 1
+                if topology is not None:
+                    self._latest[target] = (topology, time.monotonic())
                 changes = current.changes_since(previous)
                 previous = current
                 if changes:

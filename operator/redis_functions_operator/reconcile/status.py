@@ -179,8 +179,13 @@ def render_status(attempt: Attempt, previous: Mapping[str, Any] | None) -> dict[
     if result is not None and result.nodes:
         status["nodes"] = node_entries(result)
         status["readyPrimaries"] = f"{result.verified_count}/{len(result.nodes)}"
-        changed = bool(result.changed) or previous.get("codeSha256") != status.get("codeSha256")
-        status["lastSyncTime"] = attempt.now if changed or "lastSyncTime" not in previous else previous["lastSyncTime"]
+        # When this code version was first verified on every primary. Repairs of drift do not move it (they are
+        # events and metrics), so a repair of 1000 libraries writes no status at all.
+        new_version = result.ok and previous.get("codeSha256") != status.get("codeSha256")
+        if new_version or ("lastSyncTime" not in previous and result.ok):
+            status["lastSyncTime"] = attempt.now
+        elif "lastSyncTime" in previous:
+            status["lastSyncTime"] = previous["lastSyncTime"]
     elif result is not None and result.error is not None:
         # Discovery failed: say so per node instead of showing the last good "3/3" next to Ready=False.
         known = [n for n in previous.get("nodes") or [] if isinstance(n, dict) and n.get("role") == "primary"]
@@ -227,8 +232,10 @@ def _node_entry(node: NodeResult) -> dict[str, Any]:
 
 
 def node_state(node: NodeResult) -> str:
+    """The node's state now (what it did on the way is in events and metrics, so a rollout or a repair does not
+    flip the status Loaded -> Verified one reconcile later)."""
     if node.verified:
-        return {Outcome.LOADED: "Loaded", Outcome.REPAIRED: "Repaired"}.get(node.outcome, VERIFIED)
+        return VERIFIED
     if node.error is not None and node.error.kind.value in _UNREACHABLE_KINDS:
         return "Unreachable"
     return {Outcome.SKIPPED: "Skipped", Outcome.ROLLED_BACK: "RolledBack"}.get(node.outcome, "Failed")

@@ -273,8 +273,12 @@ async def _sync(library: Library, topo: Topology, conn: Connector) -> SyncResult
             await _roll_back(conn, library.name, loaded, results)
             loaded = []
 
-    # Verify every readable primary again (unchanged ones too: cheap, and it catches a concurrent change).
-    verified = await asyncio.gather(*(read_library(conn, s.node, library.name) for s in readable))
+    # Verify every readable primary again after any load (unchanged ones too: it catches a concurrent change). When
+    # nothing was sent, the read a moment ago *is* the verification: a no-op resync costs one read per primary.
+    if needy:
+        verified = await asyncio.gather(*(read_library(conn, s.node, library.name) for s in readable))
+    else:
+        verified = readable
     final: list[NodeResult] = []
     for snap in verified:
         result = results[snap.node]
