@@ -1,0 +1,145 @@
+"""1000 RedisFunctionLibrary objects on one 3-primary/3-replica Redis cluster (a benchmark: prints figures).
+
+1. The objects are created first (server-side apply, operator not running), then the operator starts: time from
+   its start to every object Ready.
+2. Idle: operator RSS, CPU (% of one core) and Redis commands per second over a window at the default
+   resyncInterval (60 s) — the window should cover a whole resync period to count the resyncs.
+3. Repair with all 1000 on the target: FUNCTION FLUSH on one primary → every library back there; a new primary
+   joined with CLUSTER MEET (0 slots) → every library on it.
+
+    .venv/bin/python bench/scale.py [--libraries 1000] [--idle-window 70]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "operator"))
+
+import yaml  # noqa: E402
+
+from redis_functions_operator.redis.replies import pairs  # noqa: E402
+from tests.support import redis_servers as rs  # noqa: E402
+from tests.support.control_plane import ControlPlane  # noqa: E402
+from tests.support.operator_process import OperatorProcess, operator_env  # noqa: E402
+
+NAMESPACE = "scale"
+
+
+def metrics(operator: OperatorProcess) -> dict[str, float]:
+    with urllib.request.urlopen(operator.health_url.replace("/healthz", "/metrics"), timeout=10) as response:
+        text = response.read().decode()
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values
+
+
+def commands(values: dict[str, float]) -> float:
+    return sum(v for k, v in values.items() if k.startswith("redis_functions_operator_redis_commands_total{"))
+
+
+def libraries_on(server: rs.RedisServer) -> int:
+    stats = pairs(server.admin.execute_command("FUNCTION", "STATS"))
+    return int(pairs(pairs(stats.get("engines")).get("LUA")).get("libraries_count") or 0)
+
+
+def ready_count(cp: ControlPlane) -> int:
+    out = cp.kubectl("get", "rfl", "-n", NAMESPACE, "-o", "json").stdout
+    count = 0
+    for obj in json.loads(out)["items"]:
+        for c in (obj.get("status") or {}).get("conditions") or []:
+            if (
+                c["type"] == "Ready"
+                and c["status"] == "True"
+                and c.get("observedGeneration") == obj["metadata"]["generation"]
+            ):
+                count += 1
+    return count
+
+
+def wait(predicate, timeout: float, what: str) -> float:  # type: ignore[no-untyped-def]
+    started = time.perf_counter()
+    while not predicate():
+        if time.perf_counter() - started > timeout:
+            raise RuntimeError(f"timed out after {timeout}s: {what}")
+        time.sleep(0.05)
+    return time.perf_counter() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--libraries", type=int, default=1000)
+    parser.add_argument("--idle-window", type=float, default=70.0)
+    args = parser.parse_args()
+    n = args.libraries
+    work = Path(tempfile.mkdtemp(prefix="rfo-bench-scale-"))
+    results: dict[str, object] = {"libraries": n}
+    with ControlPlane() as cp:
+        cluster = rs.start_cluster("redis", base_dir=work / "redis")
+        operator = OperatorProcess(operator_env(cp.env()), work / "operator.log", args=("--namespace", NAMESPACE))
+        try:
+            cp.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
+            cp.kubectl("wait", "--for=condition=Established", "crd/redisfunctionlibraries.redisfunctions.dev")
+            cp.kubectl("create", "namespace", NAMESPACE)
+            seeds = [node.address for node in cluster.nodes[:2]]
+            docs = [
+                {
+                    "apiVersion": "redisfunctions.dev/v1alpha1",
+                    "kind": "RedisFunctionLibrary",
+                    "metadata": {"name": f"lib{i:04d}", "namespace": NAMESPACE},
+                    "spec": {
+                        "code": f"#!lua name=lib{i:04d}\nredis.register_function('lib{i:04d}_f', function() end)\n",
+                        "target": {"endpoints": seeds},
+                    },
+                }
+                for i in range(n)
+            ]
+            for chunk in range(0, n, 250):
+                cp.apply_yaml(yaml.safe_dump_all(docs[chunk : chunk + 250]), server_side=True)
+            started = time.perf_counter()
+            operator.start()
+            took = wait(lambda: ready_count(cp) == n, 600, f"{n} objects Ready")
+            results["start_to_all_ready_s"] = round(time.perf_counter() - started, 1)
+            print(f"operator start -> {n} Ready: {results['start_to_all_ready_s']} s (last check {took:.1f} s)")
+
+            time.sleep(5)
+            before, t0 = metrics(operator), time.perf_counter()
+            time.sleep(args.idle_window)
+            after, t1 = metrics(operator), time.perf_counter()
+            cpu = after["process_cpu_seconds_total"] - before["process_cpu_seconds_total"]
+            results["idle_cpu_percent_of_core"] = round(100 * cpu / (t1 - t0), 2)
+            results["idle_redis_commands_per_s"] = round((commands(after) - commands(before)) / (t1 - t0), 1)
+            results["rss_mb"] = round(after["process_resident_memory_bytes"] / 2**20, 1)
+            idle = {k: results[k] for k in ("idle_cpu_percent_of_core", "idle_redis_commands_per_s", "rss_mb")}
+            print(f"idle over {t1 - t0:.0f} s: {json.dumps(idle)}")
+
+            victim = cluster.primaries()[0]
+            victim.admin.execute_command("FUNCTION", "FLUSH")
+            results["repair_after_flush_s"] = round(wait(lambda: libraries_on(victim) == n, 120, "flush repaired"), 2)
+            print(f"FUNCTION FLUSH with {n} libraries repaired in {results['repair_after_flush_s']} s")
+            newcomer = cluster.add_primary(wait_healthy=False)
+            joined = time.perf_counter()
+            wait(lambda: libraries_on(newcomer) == n, 120, "new primary filled")
+            results["new_primary_filled_s"] = round(time.perf_counter() - joined, 2)
+            print(f"new primary got {n} libraries in {results['new_primary_filled_s']} s")
+        finally:
+            operator.stop()
+            for node in cluster.nodes:
+                node.stop()
+    print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
