@@ -26,6 +26,7 @@ from kubernetes.client.exceptions import ApiException
 from redis_functions_operator.k8s import metrics
 from redis_functions_operator.k8s.kube import Kube, ObjectRef
 from redis_functions_operator.k8s.resolve import ResolveError, resolve, resolve_target
+from redis_functions_operator.k8s.statuswriter import StatusWriter
 from redis_functions_operator.k8s.watchers import DEFAULT_INTERVAL, TargetWatchers
 from redis_functions_operator.k8s.workqueue import WorkQueue
 from redis_functions_operator.library import Library, LibraryError, parse_library, parse_shebang
@@ -68,6 +69,7 @@ class Tracked:
     wake_reasons: list[str] = field(default_factory=list)  # why a target watcher woke it (for the event)
     claim: Claim | None = None
     state: str = "reconciling"  # ready | reconciling | stalled | paused (for metrics)
+    status_view: Mapping[str, Any] | None = None  # the latest status we rendered (written or still queued)
 
 
 #: (target identity as written in the spec, library name): two objects with the same claim want the same library.
@@ -96,6 +98,7 @@ class Controller:
         self._heartbeat = time.monotonic()
         self._claims: dict[Claim, set[Key]] = {}
         self.watchers = TargetWatchers(self._on_target_change, self._connector, self.settings.poll_interval)
+        self.statuses = StatusWriter(kube)
 
     # --- inputs from the watch ------------------------------------------------------------------------------------
 
@@ -174,6 +177,7 @@ class Controller:
     async def run(self) -> None:
         """Run the workers until cancelled."""
         self.kube.start_posting()
+        self.statuses.start()
         workers = [asyncio.create_task(self._worker(i)) for i in range(self.settings.workers)]
         try:
             while True:
@@ -185,6 +189,7 @@ class Controller:
             await asyncio.gather(*workers, return_exceptions=True)
             await self.watchers.aclose()
             await self.kube.stop_posting()
+            await self.statuses.stop()
             for cached in self._connectors.values():
                 await cached.connector.aclose()
             self._connectors.clear()
@@ -235,6 +240,7 @@ class Controller:
             "inFlight": self.queue.in_flight(),
             "overdueSeconds": round(overdue, 1),
             "targetsWatched": self.watchers.count(),
+            "statusBacklog": self.statuses.backlog(),
             "healthy": not stuck,
         }
 
@@ -251,7 +257,9 @@ class Controller:
         if meta.get("deletionTimestamp"):
             return None  # the delete handler owns the object now
         ref = ObjectRef.of(body)
-        previous: Mapping[str, Any] = body.get("status") or {}
+        # Our latest rendered status (it may still be queued) is newer than the body's; the body's is the truth
+        # after a restart or when someone else edited the status.
+        previous: Mapping[str, Any] = tracked.status_view or body.get("status") or {}
         controls = parse_controls(meta.get("annotations"))
         now = _rfc3339(self._clock())
         base = Attempt(generation=ref.generation, now=now, controls=controls)
@@ -301,7 +309,7 @@ class Controller:
                 generation=ref.generation, now=now, controls=controls, version=spec.version, library=library,
                 in_progress=True,
             )  # fmt: skip
-            previous = await self._write_status(ref, in_progress, previous)
+            previous = await self._write_status(ref, in_progress, previous, wait=True)
 
         topology = self.watchers.fresh_topology(resolved.target, max_age=self.settings.poll_interval * 1.5)
         connector = self._connector(resolved.target)
@@ -346,13 +354,20 @@ class Controller:
         await self._write_status(ref, attempt, previous)
         return delay
 
-    async def _write_status(self, ref: ObjectRef, attempt: Attempt, previous: Mapping[str, Any]) -> Mapping[str, Any]:
-        tracked = self._objects.get((ref.namespace, ref.name))
+    async def _write_status(
+        self, ref: ObjectRef, attempt: Attempt, previous: Mapping[str, Any], wait: bool = False
+    ) -> Mapping[str, Any]:
+        key: Key = (ref.namespace, ref.name)
+        tracked = self._objects.get(key)
+        status = render_status(attempt, previous)
         if tracked is not None:
             tracked.state = state_of(attempt)
-        status = render_status(attempt, previous)
+            tracked.status_view = status
         if status_changed(status, previous):
-            await self.kube.patch_status(ref, status, previous)
+            if wait:
+                await self.statuses.write_now(ref, status)
+            else:
+                self.statuses.submit(key, ref, status)
         return status
 
     async def _post_events(

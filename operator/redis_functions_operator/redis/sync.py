@@ -16,7 +16,8 @@ The plan, and why each step exists:
    that took the new code are **rolled back** to exactly what they had (their previous code, or no library), so a
    permanent failure never leaves mixed versions behind. Transient failures are reported as retryable and the nodes
    that did load keep the new code — retrying converges, rolling back would only delay it.
-7. Every primary is **verified** again by reading the code back.
+7. Every primary is **verified** again by reading the code back (for a drift repair, the repaired nodes: the
+   others were read in step 2 of the same sync).
 
 Every network call is bounded by the target's timeout, and every node's result is kept: one node's failure never
 hides another's.
@@ -275,10 +276,17 @@ async def _sync(library: Library, topo: Topology, conn: Connector) -> SyncResult
 
     # Verify every readable primary again after any load (unchanged ones too: it catches a concurrent change). When
     # nothing was sent, the read a moment ago *is* the verification: a no-op resync costs one read per primary.
-    if needy:
-        verified = await asyncio.gather(*(read_library(conn, s.node, library.name) for s in readable))
-    else:
+    # A repair (the others already held the code a moment ago) re-reads only the nodes it loaded: with a thousand
+    # libraries on a target that gained a primary, that is one read per library instead of one per primary.
+    if not needy:
         verified = readable
+    elif fix_outcome is Outcome.REPAIRED and decisive is None:
+        touched = {s.node for s in needy}
+        again = await asyncio.gather(*(read_library(conn, s.node, library.name) for s in readable if s.node in touched))
+        fresh = {snap.node: snap for snap in again}
+        verified = [fresh.get(s.node, s) for s in readable]
+    else:
+        verified = await asyncio.gather(*(read_library(conn, s.node, library.name) for s in readable))
     final: list[NodeResult] = []
     for snap in verified:
         result = results[snap.node]
