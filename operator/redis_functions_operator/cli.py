@@ -293,12 +293,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     progress = _Progress(len(libraries), sys.stderr)
     results = asyncio.run(sync_many(libraries, target, on_done=progress.step))
     progress.finish()
-    if args.output == "json":
-        print(json.dumps([result_json(r) for r in results], indent=2))
-    else:
-        for result in results:
-            print_sync_result(result, sys.stdout)
-    return exit_code(results)
+    return report(results, args.output)
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
@@ -307,13 +302,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
     async def run() -> list[SyncResult]:
         return [await delete(name, target) for name in args.names]
 
-    results = asyncio.run(run())
-    if args.output == "json":
-        print(json.dumps([result_json(r) for r in results], indent=2))
-    else:
-        for result in results:
-            print_sync_result(result, sys.stdout)
-    return exit_code(results)
+    return report(asyncio.run(run()), args.output)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -472,6 +461,16 @@ def cmd_run(args: argparse.Namespace) -> int:  # pragma: no cover - exercised by
 
 
 # --- rendering -----------------------------------------------------------------------------------------------------
+
+
+def report(results: Sequence[SyncResult], output: str) -> int:
+    """Print engine results as tables or JSON; return the exit code they call for."""
+    if output == "json":
+        print(json.dumps([result_json(r) for r in results], indent=2))
+    else:
+        for result in results:
+            print_sync_result(result, sys.stdout)
+    return exit_code(results)
 
 
 def exit_code(results: Sequence[SyncResult]) -> int:

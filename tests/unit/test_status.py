@@ -687,7 +687,7 @@ def test_every_owned_field_is_declared() -> None:
     from redis_functions_operator.reconcile import status as status_module
 
     declared = set(crd_status_schema()["properties"])
-    assert set(status_module._OWNED_FIELDS) <= declared
+    assert set(status_module.OWNED_FIELDS) <= declared
 
 
 def test_crd_defaults_observed_generation_to_minus_one() -> None:

@@ -17,22 +17,9 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from redis_functions_operator.k8s.kube import Kube, ObjectRef
+from redis_functions_operator.reconcile.status import OWNED_FIELDS
 
 log = logging.getLogger(__name__)
-
-#: Every status field the operator owns: a field absent from a new status is removed (merge patch with null).
-OWNED_FIELDS = (
-    "observedGeneration",
-    "conditions",
-    "libraryName",
-    "version",
-    "codeSha256",
-    "functions",
-    "readyPrimaries",
-    "nodes",
-    "lastSyncTime",
-    "lastHandledReconcileAt",
-)
 
 
 class StatusWriter:

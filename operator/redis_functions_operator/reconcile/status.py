@@ -243,10 +243,11 @@ def node_state(node: NodeResult) -> str:
 
 def status_changed(new: Mapping[str, Any], old: Mapping[str, Any] | None) -> bool:
     """Whether writing ``new`` would change anything (the status is written only when it does)."""
-    return dict(new) != {k: v for k, v in dict(old or {}).items() if k in new or k in _OWNED_FIELDS}
+    return dict(new) != {k: v for k, v in dict(old or {}).items() if k in new or k in OWNED_FIELDS}
 
 
-_OWNED_FIELDS = (
+#: Every status field the operator owns: a field absent from a new status is removed when it is written.
+OWNED_FIELDS = (
     "observedGeneration",
     "conditions",
     "libraryName",
