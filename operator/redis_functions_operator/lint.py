@@ -460,8 +460,16 @@ class _Linter(Walker):
                 self.check_global(e)
         elif isinstance(e, Index) and not self.is_target(e, parent):
             root = e.obj
-            if isinstance(root, Name) and root.binding is None and e.dot and isinstance(e.key, String):
-                self.check_field(e, root.name, e.key.value)
+            if isinstance(root, Name) and root.binding is None and isinstance(e.key, String):
+                self.check_field(e, root.name, e.key.value)  # redis.log and redis['log'] alike
+            elif isinstance(root, Name) and root.binding is None and root.name in REDIS_TABLES and self.at_load:
+                self.add(
+                    Severity.ERROR,
+                    e.line,
+                    "top-level-log",
+                    f"{root.name}[...] with a computed key at load time may be {root.name}.log, which crashes "
+                    "Valkey 9.1.2 during FUNCTION LOAD; use constant field names",
+                )
         elif isinstance(e, Call):
             path = dotted(unparen(e.func))
             if path in CALL_APIS:

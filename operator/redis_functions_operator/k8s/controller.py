@@ -34,6 +34,7 @@ from redis_functions_operator.lint import unsafe_findings
 from redis_functions_operator.reconcile import schedule
 from redis_functions_operator.reconcile.conditions import READY, find
 from redis_functions_operator.reconcile.spec import (
+    RECONCILE_REQUEST_ANNOTATION,
     Controls,
     DeletionPolicy,
     LibrarySpec,
@@ -45,6 +46,7 @@ from redis_functions_operator.reconcile.spec import (
 from redis_functions_operator.reconcile.status import Attempt, Failure, render_status, status_changed
 from redis_functions_operator.redis import sync as engine
 from redis_functions_operator.redis.connect import Connector, Target
+from redis_functions_operator.redis.errors import ErrorKind
 from redis_functions_operator.redis.sync import Outcome, SyncResult
 
 log = logging.getLogger(__name__)
@@ -70,6 +72,10 @@ class Tracked:
     claim: Claim | None = None
     state: str = "reconciling"  # ready | reconciling | stalled | paused (for metrics)
     status_view: Mapping[str, Any] | None = None  # the latest status we rendered (written or still queued)
+    # Code that made a primary stop answering during FUNCTION LOAD: never sent again until the code changes or the
+    # user asks (reconcile-requested-at), since each retry could take down one more primary.
+    lost_sha: str | None = None
+    lost_request: str | None = None
 
 
 #: (target identity as written in the spec, library name): two objects with the same claim want the same library.
@@ -285,7 +291,7 @@ class Controller:
             failure = Failure("KubernetesApiError", f"reading a referenced object: {exc.status} {exc.reason}", False)
             delay = schedule.after_transient(tracked.failures_in_a_row + 1, spec.resync_seconds)
             return await self._fail(tracked, ref, base, previous, failure, delay)
-        library_or_failure = check_library(resolved.code, spec)
+        library_or_failure = await asyncio.to_thread(check_library, resolved.code, spec)
         if isinstance(library_or_failure, Failure):
             return await self._fail(tracked, ref, base, previous, library_or_failure, 300.0)
         library = library_or_failure
@@ -311,10 +317,18 @@ class Controller:
             )  # fmt: skip
             previous = await self._write_status(ref, in_progress, previous, wait=True)
 
+        if tracked.lost_sha == library.sha256 and controls.reconcile_requested_at == tracked.lost_request:
+            message = (
+                f"not sent again: this code made a primary stop answering during FUNCTION LOAD; change the code, or "
+                f"set the annotation {RECONCILE_REQUEST_ANNOTATION} to try once more"
+            )
+            return await self._fail(tracked, ref, base, previous, Failure("NodeLostDuringLoad", message, True), 300.0)
         topology = self.watchers.fresh_topology(resolved.target, max_age=self.settings.poll_interval * 1.5)
         connector = self._connector(resolved.target)
         result = await engine.sync(library, resolved.target, connector=connector, topology=topology)
         delay = self._next_delay(tracked, spec, result)
+        if result.error is not None and result.error.kind is ErrorKind.LOST_DURING_LOAD:
+            tracked.lost_sha, tracked.lost_request = library.sha256, controls.reconcile_requested_at
         attempt = Attempt(
             generation=ref.generation, now=now, controls=controls, version=spec.version, library=library,
             result=result, retry_in=delay,

@@ -13,6 +13,7 @@ import concurrent.futures
 import datetime as dt
 import functools
 import logging
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,9 @@ KIND = "RedisFunctionLibrary"
 COMPONENT = "redis-functions-operator"
 
 log = logging.getLogger(__name__)
+
+#: A DNS-1123 subdomain: what a Secret or ConfigMap can be named.
+_OBJECT_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,8 @@ class Kube:
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, bytes] | None:
         """A Secret's decoded data, or None when it does not exist."""
+        if not _OBJECT_NAME.fullmatch(name):
+            return None  # "." or ".." would address the namespace or the list, not a Secret
         try:
             secret = await self._call(
                 self._core.read_namespaced_secret, name, namespace, _request_timeout=self._timeout
@@ -121,6 +127,8 @@ class Kube:
 
     async def read_config_map(self, namespace: str, name: str) -> dict[str, bytes] | None:
         """A ConfigMap's data and binaryData as bytes, or None when it does not exist."""
+        if not _OBJECT_NAME.fullmatch(name):
+            return None
         try:
             cm = await self._call(
                 self._core.read_namespaced_config_map, name, namespace, _request_timeout=self._timeout

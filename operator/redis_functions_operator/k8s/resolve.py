@@ -49,13 +49,18 @@ async def resolve_target(spec: LibrarySpec, namespace: str, kube: Kube, redis_ti
         password = _key(data, spec.auth.password_key, f"Secret {spec.auth.secret!r}")
         username = None
         if spec.auth.username_key:
-            username = _key(data, spec.auth.username_key, f"Secret {spec.auth.secret!r}").decode("utf-8")
-        credentials = Credentials(username, password.decode("utf-8"))
+            username = _text(
+                _key(data, spec.auth.username_key, f"Secret {spec.auth.secret!r}"),
+                f"Secret {spec.auth.secret!r} key {spec.auth.username_key!r}",
+            )
+        credentials = Credentials(
+            username, _text(password, f"Secret {spec.auth.secret!r} key {spec.auth.password_key!r}")
+        )
     tls = None
     if spec.tls is not None:
         ca_data = None
         if spec.tls.ca is not None:
-            ca_data = (await read_key(kube, namespace, spec.tls.ca)).decode("utf-8")
+            ca_data = _text(await read_key(kube, namespace, spec.tls.ca), spec.tls.ca.describe())
         cert_file = key_file = None
         if spec.tls.client_cert_secret:
             data = await _secret(kube, namespace, spec.tls.client_cert_secret)
@@ -88,6 +93,13 @@ async def _secret(kube: Kube, namespace: str, name: str) -> dict[str, bytes]:
     if found is None:
         raise ResolveError("SecretNotFound", f"Secret {name!r} not found in namespace {namespace!r}")
     return found
+
+
+def _text(value: bytes, where: str) -> str:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ResolveError("InvalidSecret", f"{where} is not valid UTF-8") from None
 
 
 def _key(data: dict[str, bytes], key: str, where: str) -> bytes:

@@ -41,6 +41,9 @@ VERIFIED = "Verified"
 PROGRESSING = "Progressing"
 WITH_RETRY = "ProgressingWithRetry"
 
+#: status.functions lists at most this many (an object, status included, must fit etcd's 1.5 MiB request limit).
+MAX_FUNCTIONS = 256
+
 _UNREACHABLE_KINDS = {"ConnectionFailed", "Timeout", "TLSHandshakeFailed"}
 
 
@@ -166,7 +169,7 @@ def render_status(attempt: Attempt, previous: Mapping[str, Any] | None) -> dict[
     if library is not None:
         status["libraryName"] = library.name
         status["codeSha256"] = library.sha256
-        status["functions"] = [{"name": f.name, "flags": list(f.flags)} for f in library.functions]
+        status["functions"] = [{"name": f.name, "flags": list(f.flags)} for f in library.functions[:MAX_FUNCTIONS]]
     else:
         for key in ("libraryName", "codeSha256", "functions"):
             if key in previous:

@@ -155,6 +155,17 @@ def command_name(args: tuple[Any, ...]) -> str:
     return first
 
 
+def scrub(exc: BaseException, secret: str) -> None:
+    """Replace ``secret`` in the exception's arguments (and its causes'): a server may echo what it was sent, e.g.
+    ``unknown command 'AUTH', with args beginning with: '<password>'`` when AUTH is renamed away."""
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 8:
+        current.args = tuple(a.replace(secret, "***") if isinstance(a, str) else a for a in current.args)
+        current = current.__cause__ or current.__context__
+        seen += 1
+
+
 class Connector:
     """Opens and caches one client per node for a target; close it with :meth:`aclose`.
 
@@ -183,6 +194,11 @@ class Connector:
             reply = await asyncio.wait_for(command, timeout=self.target.timeout * 2)
             ok = True
             return reply
+        except Exception as exc:
+            creds = self.target.credentials
+            if creds is not None and creds.password:
+                scrub(exc, creds.password)
+            raise
         finally:
             if _OBSERVERS:
                 name = command_name(args)

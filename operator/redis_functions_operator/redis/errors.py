@@ -35,6 +35,8 @@ class ErrorKind(StrEnum):
     TLS_FAILED = "TLSHandshakeFailed"
     PAYLOAD_TOO_LARGE = "PayloadTooLarge"
     NOT_REDIS = "NotRedis"
+    WRONG_MODE = "WrongMode"
+    LOST_DURING_LOAD = "NodeLostDuringLoad"
     CONNECTION_FAILED = "ConnectionFailed"
     TIMEOUT = "Timeout"
     LOADING = "NodeLoading"
@@ -62,6 +64,8 @@ PERMANENT_KINDS = frozenset(
         ErrorKind.TLS_FAILED,
         ErrorKind.PAYLOAD_TOO_LARGE,
         ErrorKind.NOT_REDIS,
+        ErrorKind.WRONG_MODE,
+        ErrorKind.LOST_DURING_LOAD,
     }
 )
 
@@ -114,6 +118,8 @@ REPLY_TABLE: tuple[tuple[re.Pattern[str], ErrorKind], ...] = tuple(
         (r"^Library names can only contain", ErrorKind.INVALID_LIBRARY),
         (r"^Engine '.*' not found", ErrorKind.INVALID_LIBRARY),
         (r"^unknown command [`'\"]?FUNCTION", ErrorKind.FUNCTIONS_UNSUPPORTED),
+        (r"^This instance has cluster support disabled", ErrorKind.WRONG_MODE),  # mode cluster, not a cluster
+        (r"^unknown command [`'\"]?SENTINEL", ErrorKind.WRONG_MODE),  # mode sentinel, not a sentinel
         (r"^unknown subcommand .*FUNCTION", ErrorKind.FUNCTIONS_UNSUPPORTED),
         (r"^unknown subcommand '(LOAD|LIST|DELETE|DUMP|RESTORE)'", ErrorKind.FUNCTIONS_UNSUPPORTED),
         (r"^Protocol error: invalid bulk length", ErrorKind.PAYLOAD_TOO_LARGE),

@@ -252,6 +252,16 @@ async def _sync(library: Library, topo: Topology, conn: Connector) -> SyncResult
             loaded.append(canary)
             break
         results[canary.node] = NodeResult(canary.node, Outcome.FAILED, canary.sha256, error=canary_error)
+        # The canary answered FUNCTION LIST a moment ago: losing its connection *during* FUNCTION LOAD means the
+        # code may have brought it down (Valkey 9.1.2 aborts on some load-time calls, Redis 7.0 on some function
+        # names). Never try the same code on the next primary. (A timeout is not that: a slow node is just slow.)
+        if canary_error.kind is ErrorKind.CONNECTION_FAILED:
+            canary_error = NodeError(
+                ErrorKind.LOST_DURING_LOAD,
+                f"{canary.node.address} stopped answering during FUNCTION LOAD ({canary_error.message}); "
+                "the code may crash the server, so no other primary was tried",
+            )
+            results[canary.node] = NodeResult(canary.node, Outcome.FAILED, canary.sha256, error=canary_error)
         if canary_error.permanent:
             blocking, decisive = canary.node.address, canary_error
             for s in remaining:
