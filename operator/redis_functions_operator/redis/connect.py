@@ -24,8 +24,11 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.driver_info import DriverInfo
 
 DEFAULT_TIMEOUT = 5.0
+#: Built once: redis-py otherwise looks its own version up with importlib.metadata for every connection.
+_DRIVER_INFO = DriverInfo()
 MAX_CONNECTIONS_PER_NODE = 8  # per target and node: enough for concurrent reconciles, gentle on maxclients
 
 
@@ -187,17 +190,16 @@ class Connector:
     async def call(self, endpoint: Endpoint, *args: Any, authenticate: bool = True) -> Any:
         """Send one command to one node, bounded by a deadline on top of the socket timeout (which does not cover a
         slow multi-part reply). Errors propagate for :func:`errors.classify`."""
-        command = self.client(endpoint, authenticate=authenticate).execute_command(*args)  # type: ignore[no-untyped-call]
+        client = self.client(endpoint, authenticate=authenticate)
         started = time.perf_counter()
         ok = False
         try:
-            reply = await asyncio.wait_for(command, timeout=self.target.timeout * 2)
+            async with asyncio.timeout(self.target.timeout * 2):  # unlike wait_for, no Task per call
+                reply = await client.execute_command(*args)  # type: ignore[no-untyped-call]
             ok = True
             return reply
         except Exception as exc:
-            creds = self.target.credentials
-            if creds is not None and creds.password:
-                scrub(exc, creds.password)
+            self._scrub(exc)
             raise
         finally:
             if _OBSERVERS:
@@ -205,6 +207,36 @@ class Connector:
                 elapsed = time.perf_counter() - started
                 for observer in _OBSERVERS:
                     observer(name, elapsed, ok)
+
+    async def call_many(self, endpoint: Endpoint, *commands: tuple[Any, ...]) -> list[Any]:
+        """Several commands to one node in one round trip (a plain pipeline, no MULTI): each reply, or the error
+        the node answered for that command, in order. A connection failure raises."""
+        pipe = self.client(endpoint).pipeline(transaction=False)
+        for args in commands:
+            pipe.execute_command(*args)
+        started = time.perf_counter()
+        ok = False
+        try:
+            async with asyncio.timeout(self.target.timeout * 2):
+                replies = list(await pipe.execute(raise_on_error=False))
+            ok = True
+        except Exception as exc:
+            self._scrub(exc)
+            raise
+        finally:
+            elapsed = time.perf_counter() - started
+            for observer in _OBSERVERS:
+                for args in commands:
+                    observer(command_name(args), elapsed / len(commands), ok)
+        for reply in replies:
+            if isinstance(reply, BaseException):
+                self._scrub(reply)
+        return replies
+
+    def _scrub(self, exc: BaseException) -> None:
+        creds = self.target.credentials
+        if creds is not None and creds.password:
+            scrub(exc, creds.password)
 
     async def forget(self, endpoint: Endpoint) -> None:
         """Drop a node's cached clients (e.g. after it vanished from the topology)."""
@@ -238,6 +270,7 @@ class Connector:
             "retry": Retry(NoBackoff(), 1),
             "protocol": 2,  # RESP2 reply shapes are stable across redis-py versions and servers
             "decode_responses": False,
+            "driver_info": _DRIVER_INFO,
         }
         tls = target.tls
         if tls is not None:

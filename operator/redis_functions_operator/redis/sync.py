@@ -244,9 +244,12 @@ async def _sync(library: Library, topo: Topology, conn: Connector) -> SyncResult
     # Canary: the first needy node (by address) that answers; a permanent refusal stops everything.
     remaining = list(needy)
     loaded: list[Snapshot] = []
+    readbacks: dict[Node, Snapshot] = {}  # loaded nodes, read back in the load's own round trip
     while remaining:
         canary = remaining.pop(0)
-        canary_error = await _load(conn, canary.node, library.code)
+        canary_error, readback = await _load(conn, canary.node, library.code, library.name)
+        if readback is not None:
+            readbacks[canary.node] = readback
         if canary_error is None:
             results[canary.node] = NodeResult(canary.node, fix_outcome, canary.sha256)
             loaded.append(canary)
@@ -270,7 +273,11 @@ async def _sync(library: Library, topo: Topology, conn: Connector) -> SyncResult
 
     # The rest, concurrently.
     if remaining:
-        errors = await asyncio.gather(*(_load(conn, s.node, library.code) for s in remaining))
+        answers = await asyncio.gather(*(_load(conn, s.node, library.code, library.name) for s in remaining))
+        errors = [error for error, _ in answers]
+        for s, (_, readback) in zip(remaining, answers, strict=True):
+            if readback is not None:
+                readbacks[s.node] = readback
         for s, load_error in zip(remaining, errors, strict=True):
             if load_error is None:
                 results[s.node] = NodeResult(s.node, fix_outcome, s.sha256)
@@ -283,20 +290,24 @@ async def _sync(library: Library, topo: Topology, conn: Connector) -> SyncResult
             blocking, decisive = refused.node.address, refusal
             await _roll_back(conn, library.name, loaded, results)
             loaded = []
+            readbacks.clear()
 
     # Verify every readable primary again after any load (unchanged ones too: it catches a concurrent change). When
     # nothing was sent, the read a moment ago *is* the verification: a no-op resync costs one read per primary.
     # A repair (the others already held the code a moment ago) re-reads only the nodes it loaded: with a thousand
     # libraries on a target that gained a primary, that is one read per library instead of one per primary.
+    # A node that took the code was read back in the load's own round trip: only the others are read again here.
     if not needy:
         verified = readable
-    elif fix_outcome is Outcome.REPAIRED and decisive is None:
-        touched = {s.node for s in needy}
-        again = await asyncio.gather(*(read_library(conn, s.node, library.name) for s in readable if s.node in touched))
-        fresh = {snap.node: snap for snap in again}
-        verified = [fresh.get(s.node, s) for s in readable]
     else:
-        verified = await asyncio.gather(*(read_library(conn, s.node, library.name) for s in readable))
+        repair = fix_outcome is Outcome.REPAIRED and decisive is None
+        wanted = {s.node for s in (needy if repair else readable)}
+        again = [s for s in readable if s.node in wanted and s.node not in readbacks]
+        fresh = {
+            snap.node: snap for snap in await asyncio.gather(*(read_library(conn, s.node, library.name) for s in again))
+        }
+        fresh.update({node: snap for node, snap in readbacks.items() if node in wanted})
+        verified = [fresh.get(s.node, s) for s in readable]
     final: list[NodeResult] = []
     for snap in verified:
         result = results[snap.node]
@@ -337,15 +348,24 @@ async def _roll_back(conn: Connector, name: str, loaded: list[Snapshot], results
     await asyncio.gather(*(restore(s) for s in loaded))
 
 
-async def _load(conn: Connector, node: Node, code: bytes) -> NodeError | None:
+async def _load(conn: Connector, node: Node, code: bytes, name: str) -> tuple[NodeError | None, Snapshot | None]:
+    """FUNCTION LOAD REPLACE and, in the same round trip, the read-back that verifies it."""
     try:
-        await conn.call(node.endpoint, "FUNCTION", "LOAD", "REPLACE", code)
+        loaded, listed = await conn.call_many(
+            node.endpoint,
+            ("FUNCTION", "LOAD", "REPLACE", code),
+            ("FUNCTION", "LIST", "LIBRARYNAME", glob_escape(name), "WITHCODE"),
+        )
+        if isinstance(loaded, Exception):
+            raise loaded
     except Exception as exc:
         error = classify(exc)
         if error.kind is ErrorKind.FUNCTION_CONFLICT and error.function:
-            return replace(error, owner=await _function_owner(conn, node, error.function))
-        return error
-    return None
+            return replace(error, owner=await _function_owner(conn, node, error.function)), None
+        return error, None
+    if isinstance(listed, Exception):
+        return None, Snapshot(node, error=classify(listed))
+    return None, _snapshot(node, name, listed)
 
 
 async def _function_owner(conn: Connector, node: Node, function: str) -> str | None:
@@ -370,6 +390,10 @@ async def read_library(conn: Connector, node: Node, name: str) -> Snapshot:
         reply = await conn.call(node.endpoint, "FUNCTION", "LIST", "LIBRARYNAME", glob_escape(name), "WITHCODE")
     except Exception as exc:
         return Snapshot(node, error=classify(exc))
+    return _snapshot(node, name, reply)
+
+
+def _snapshot(node: Node, name: str, reply: Any) -> Snapshot:
     for entry in parse_function_list(reply):
         if entry.name == name:
             return Snapshot(node, code=entry.code, functions=entry.functions)
