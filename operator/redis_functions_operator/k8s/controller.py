@@ -379,7 +379,7 @@ class Controller:
             tracked.status_view = status
         if status_changed(status, previous):
             if wait:
-                await self.statuses.write_now(ref, status)
+                await self.statuses.submit_and_wait(key, ref, status, patience=2.0)
             else:
                 self.statuses.submit(key, ref, status)
         return status

@@ -72,6 +72,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.reporting_component = "redis-functions-operator"
     settings.posting.level = logging.WARNING  # our own events are richer; kopf's only for its warnings/errors
     settings.networking.request_timeout = 60
+    # kopf's default backoff climbs to 21 s: after a long API outage the first change then waits that long.
+    settings.networking.error_backoffs = [1, 1, 2, 3, 5, 5, 5]
     settings.watching.server_timeout = 300
     settings.execution.max_workers = 8
     controller: Controller = memo.controller

@@ -30,6 +30,8 @@ class StatusWriter:
         self._pending: dict[Hashable, tuple[ObjectRef, Mapping[str, Any]]] = {}
         self._ready: asyncio.Queue[Hashable] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
+        self._in_flight: set[Hashable] = set()  # at most one write per object at a time
+        self._idle: dict[Hashable, asyncio.Event] = {}  # set when an object has nothing pending nor in flight
         self.writes = 0
         self.coalesced = 0
 
@@ -47,9 +49,19 @@ class StatusWriter:
         """Queue ``status`` for the object; replaces a status of the same object still waiting."""
         if key in self._pending:
             self.coalesced += 1
-        else:
+        elif key not in self._in_flight:  # else it is queued when the write in flight ends: never two at once
             self._ready.put_nowait(key)
         self._pending[key] = (ref, status)
+        self._idle.setdefault(key, asyncio.Event()).clear()
+
+    async def submit_and_wait(self, key: Hashable, ref: ObjectRef, status: Mapping[str, Any], patience: float) -> None:
+        """Submit, then wait until it (or a newer status) is written — at most ``patience`` seconds: a hung API
+        server must not hold a rollout (the write goes on, in order, in the background)."""
+        self.submit(key, ref, status)
+        try:
+            await asyncio.wait_for(self._idle[key].wait(), patience)
+        except TimeoutError:
+            log.warning("status of %s not written within %.0fs; going on, the write continues", ref, patience)
 
     def backlog(self) -> int:
         return len(self._pending)
@@ -66,6 +78,7 @@ class StatusWriter:
             if item is None:
                 continue
             ref, status = item
+            self._in_flight.add(key)
             try:
                 await self.write_now(ref, status)
             except asyncio.CancelledError:
@@ -75,4 +88,10 @@ class StatusWriter:
                 log.warning("status of %s not written (%s); retrying in %.0fs", ref, detail, self._retry_delay)
                 await asyncio.sleep(self._retry_delay)
                 if key not in self._pending:
-                    self.submit(key, ref, status)
+                    self._pending[key] = (ref, status)
+            finally:
+                self._in_flight.discard(key)
+                if key in self._pending:
+                    self._ready.put_nowait(key)
+                elif key in self._idle:
+                    self._idle.pop(key).set()  # popped: no entry kept for objects at rest
