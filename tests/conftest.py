@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -176,60 +176,43 @@ def replicated(request: pytest.FixtureRequest) -> rs.Replicated:
 # factories for destructive tests
 
 
-@pytest.fixture
-def server_factory(tmp_path: Path) -> Iterator[Callable[..., rs.RedisServer]]:
-    made: list[rs.RedisServer] = []
+T = TypeVar("T")
 
-    def make(flavor: str = "redis", **kw: Any) -> rs.RedisServer:
+
+def _factory(
+    tmp_path: Path, start: Callable[..., T], processes: Callable[[T], Iterable[rs.RedisServer]]
+) -> Iterator[Callable[..., T]]:
+    """``make(flavor="redis", **kw)`` starting private servers under the test's tmp dir; every server it started
+    is stopped at the end of the test, by its own handle."""
+    made: list[T] = []
+
+    def make(flavor: str = "redis", **kw: Any) -> T:
         kw.setdefault("base_dir", tmp_path / "servers")
-        server = rs.start_server(flavor, **kw)
-        made.append(server)
-        return server
+        made.append(start(flavor, **kw))
+        return made[-1]
 
     yield make
-    rs.stop_all(made)
+    rs.stop_all(server for thing in made for server in processes(thing))
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[Callable[..., rs.RedisServer]]:
+    yield from _factory(tmp_path, rs.start_server, lambda server: [server])
 
 
 @pytest.fixture
 def cluster_factory(tmp_path: Path) -> Iterator[Callable[..., rs.Cluster]]:
-    made: list[rs.Cluster] = []
-
-    def make(flavor: str = "redis", **kw: Any) -> rs.Cluster:
-        kw.setdefault("base_dir", tmp_path / "servers")
-        cluster = rs.start_cluster(flavor, **kw)
-        made.append(cluster)
-        return cluster
-
-    yield make
-    rs.stop_all(node for cluster in made for node in cluster.nodes)
+    yield from _factory(tmp_path, rs.start_cluster, lambda cluster: cluster.nodes)
 
 
 @pytest.fixture
 def replicated_factory(tmp_path: Path) -> Iterator[Callable[..., rs.Replicated]]:
-    made: list[rs.Replicated] = []
-
-    def make(flavor: str = "redis", **kw: Any) -> rs.Replicated:
-        kw.setdefault("base_dir", tmp_path / "servers")
-        pair = rs.start_replicated(flavor, **kw)
-        made.append(pair)
-        return pair
-
-    yield make
-    rs.stop_all(server for pair in made for server in pair.servers)
+    yield from _factory(tmp_path, rs.start_replicated, lambda pair: pair.servers)
 
 
 @pytest.fixture
 def sentinel_factory(tmp_path: Path) -> Iterator[Callable[..., rs.Sentinel]]:
-    made: list[rs.Sentinel] = []
-
-    def make(flavor: str = "redis", **kw: Any) -> rs.Sentinel:
-        kw.setdefault("base_dir", tmp_path / "servers")
-        setup = rs.start_sentinel_setup(flavor, **kw)
-        made.append(setup)
-        return setup
-
-    yield make
-    rs.stop_all(server for setup in made for server in [*setup.servers, *setup.pair.servers])
+    yield from _factory(tmp_path, rs.start_sentinel_setup, lambda setup: [*setup.servers, *setup.pair.servers])
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -117,8 +117,12 @@ class Controller:
             tracked = self._objects[key] = Tracked(body)
         else:
             tracked.body = body
-        tracked.refs = _references(body)
-        spec_claim = claim_from_spec(body)
+        try:  # parsed once per event: it gives both the references to watch and the claim
+            spec: LibrarySpec | None = parse_spec(body.get("spec") or {})
+        except SpecError:
+            spec = None
+        tracked.refs = spec.references() if spec else frozenset()
+        spec_claim = claim_from_spec(spec) if spec else None
         if spec_claim is not None:
             self._set_claim(key, tracked, spec_claim)
         if trigger_token(body) != tracked.handled_token:
@@ -174,9 +178,6 @@ class Controller:
                 self.queue.add(key)
                 woken += 1
         return woken
-
-    def tracked(self) -> int:
-        return len(self._objects)
 
     # --- the loop -------------------------------------------------------------------------------------------------
 
@@ -514,13 +515,9 @@ def target_identity(spec: LibrarySpec) -> tuple[tuple[str, ...], str, str | None
     return (tuple(sorted(str(e) for e in spec.endpoints)), spec.mode.value, spec.sentinel_master)
 
 
-def claim_from_spec(body: Mapping[str, Any]) -> Claim | None:
+def claim_from_spec(spec: LibrarySpec) -> Claim | None:
     """The claim readable without any I/O (libraryName, or the shebang of inline code), so conflicts are known
     before either object touches Redis. ``codeFrom`` without ``libraryName`` is known after its first reconcile."""
-    try:
-        spec = parse_spec(body.get("spec") or {})
-    except SpecError:
-        return None
     name = spec.library_name
     if name is None and spec.code is not None:
         try:
@@ -554,13 +551,6 @@ def needs_cleanup(body: Mapping[str, Any]) -> bool:
     controls = parse_controls((body.get("metadata") or {}).get("annotations"))
     policy = spec.get("deletionPolicy") or DeletionPolicy.DELETE.value
     return policy == DeletionPolicy.DELETE.value and controls.managed and not controls.paused
-
-
-def _references(body: Mapping[str, Any]) -> frozenset[tuple[RefKind, str]]:
-    try:
-        return parse_spec(body.get("spec") or {}).references()
-    except SpecError:
-        return frozenset()
 
 
 def _brief(exc: BaseException) -> str:

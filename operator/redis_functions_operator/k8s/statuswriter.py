@@ -32,8 +32,6 @@ class StatusWriter:
         self._tasks: list[asyncio.Task[None]] = []
         self._in_flight: set[Hashable] = set()  # at most one write per object at a time
         self._idle: dict[Hashable, asyncio.Event] = {}  # set when an object has nothing pending nor in flight
-        self.writes = 0
-        self.coalesced = 0
 
     def start(self) -> None:
         if not self._tasks:
@@ -47,9 +45,9 @@ class StatusWriter:
 
     def submit(self, key: Hashable, ref: ObjectRef, status: Mapping[str, Any]) -> None:
         """Queue ``status`` for the object; replaces a status of the same object still waiting."""
-        if key in self._pending:
-            self.coalesced += 1
-        elif key not in self._in_flight:  # else it is queued when the write in flight ends: never two at once
+        if (
+            key not in self._pending and key not in self._in_flight
+        ):  # else it is queued when the write in flight ends: never two at once
             self._ready.put_nowait(key)
         self._pending[key] = (ref, status)
         self._idle.setdefault(key, asyncio.Event()).clear()
@@ -69,7 +67,6 @@ class StatusWriter:
     async def write_now(self, ref: ObjectRef, status: Mapping[str, Any]) -> None:
         """Write synchronously (e.g. Reconciling=True before a slow rollout, so it is visible while it runs)."""
         await self._kube.patch_status(ref, status, dict.fromkeys(OWNED_FIELDS))
-        self.writes += 1
 
     async def _run(self) -> None:
         while True:

@@ -33,7 +33,6 @@ class TargetWatchers:
         self._target_of: dict[Hashable, Target] = {}
         self._tasks: dict[Target, asyncio.Task[None]] = {}
         self._latest: dict[Target, tuple[Topology, float]] = {}
-        self.polls = 0
 
     def attach(self, target: Target, key: Hashable) -> None:
         """``key`` (a library) now lives on ``target``; start that target's watcher if it is the first."""
@@ -87,7 +86,6 @@ class TargetWatchers:
         while True:
             try:
                 current, topology = await fingerprint(target, self._connector_for(target))
-                self.polls += 1
                 if topology is not None:
                     self._latest[target] = (topology, time.monotonic())
                 changes = current.changes_since(previous)

@@ -238,11 +238,6 @@ class Connector:
         if creds is not None and creds.password:
             scrub(exc, creds.password)
 
-    async def forget(self, endpoint: Endpoint) -> None:
-        """Drop a node's cached clients (e.g. after it vanished from the topology)."""
-        for key in [k for k in self._clients if k[0] == endpoint]:
-            await self._clients.pop(key).aclose()
-
     async def aclose(self) -> None:
         clients, self._clients = list(self._clients.values()), {}
         for client in clients:

@@ -51,17 +51,6 @@ class Topology:
     replicas: tuple[Node, ...] = ()
     unreachable: tuple[tuple[Node, NodeError], ...] = field(default=())
 
-    def primary_endpoints(self) -> tuple[Endpoint, ...]:
-        return tuple(n.endpoint for n in self.primaries)
-
-    def all_primaries(self) -> tuple[Node, ...]:
-        """Reachable and unreachable primaries, sorted by address."""
-        return tuple(sorted((*self.primaries, *(n for n, _ in self.unreachable)), key=lambda n: n.endpoint))
-
-    def fingerprint(self) -> tuple[tuple[str, str, str], ...]:
-        """What changes when a primary is added, removed, promoted or given slots."""
-        return tuple(sorted((n.address, n.role.value, n.slots) for n in (*self.primaries, *self.replicas)))
-
 
 class TopologyError(Exception):
     """No seed answered, or the answers do not describe a usable deployment."""
