@@ -20,7 +20,7 @@ silently no flags), each matched case-insensitively; a number is accepted where 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from redis_functions_operator._lua_syntax import (
     Call,
@@ -78,6 +78,7 @@ class Registration:
     form: str  # "positional" | "table" | "unknown"
     name: str | None = None
     name_line: int = 0
+    name_expr: Expr | None = None
     callback: Expr | None = None
     flags: tuple[str, ...] = ()
     flags_known: bool = True
@@ -119,7 +120,7 @@ def find_registrations(parsed: Parsed, code: bytes | str) -> list[Registration]:
     if parsed.error is None:
         finder = _Finder(load_time_functions(parsed.body))
         finder.walk(parsed.body)
-        return finder.found
+        return [expanded for reg in finder.found for expanded in finder.through_helper(reg)]
     return _scan_tokens(tokenize(code).tokens)
 
 
@@ -148,15 +149,56 @@ def register_api(func: Expr) -> str | None:
 
 
 class _Finder(Walker):
+    """Collects registrations, and every call of a local function, so that a helper such as
+    ``local function reg(name, cb) redis.register_function(name, cb) end`` can be read through its call sites."""
+
     def __init__(self, load_time: set[Func]) -> None:
         super().__init__(load_time)
         self.found: list[Registration] = []
+        self.calls: dict[Func, list[Call]] = {}
+        self.escaped: set[Func] = set()  # referenced other than by a direct call: its call sites are not all known
 
     def on_expr(self, e: Expr, parent: object) -> None:
         if isinstance(e, Call):
             api = register_api(e.func)
             if api is not None:
                 self.found.append(_read_call(e, api, self.at_load))
+            callee = resolve_value(e.func)
+            if isinstance(callee, Func):
+                self.calls.setdefault(callee, []).append(e)
+        elif isinstance(e, Name) and e.binding is not None:
+            value = resolve_value(e)
+            called = isinstance(parent, Call) and unparen(parent.func) is e
+            if isinstance(value, Func) and not called:
+                self.escaped.add(value)
+
+    def through_helper(self, reg: Registration) -> list[Registration]:
+        """``reg`` itself, or one registration per call site when its name is a parameter of a helper that is
+        only ever called directly, each time with a constant name (so names differing only in case are seen)."""
+        if reg.name is not None or reg.name_expr is None:
+            return [reg]
+        param = unparen(reg.name_expr)
+        if not isinstance(param, Name) or param.binding is None or param.binding.reassigned:
+            return [reg]
+        helper = next((f for f in self.calls if param.binding in f.param_bindings), None)
+        if helper is None or helper in self.escaped:
+            return [reg]
+        position = helper.param_bindings.index(param.binding)
+        callback = unparen(reg.callback) if reg.callback is not None else None
+        callback_at = (
+            helper.param_bindings.index(callback.binding)
+            if isinstance(callback, Name) and callback.binding in helper.param_bindings
+            else None
+        )
+        expanded = []
+        for call in self.calls[helper]:
+            name = constant_string(call.args[position]) if position < len(call.args) else None
+            if name is None:
+                return [reg]
+            line = call.args[position].line
+            passed = call.args[callback_at] if callback_at is not None and callback_at < len(call.args) else None
+            expanded.append(replace(reg, name=name, name_line=line, line=line, callback=passed or reg.callback))
+        return expanded
 
 
 def _read_call(call: Call, api: str, at_load: bool) -> Registration:
@@ -192,6 +234,7 @@ def _read_call(call: Call, api: str, at_load: bool) -> Registration:
 
 
 def _read_name(reg: Registration, value: Expr, error: str) -> None:
+    reg.name_expr = value
     reg.name = constant_string(value)
     reg.name_line = value.line
     if reg.name is None and _definitely_not(value, "string"):

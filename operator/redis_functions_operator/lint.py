@@ -78,6 +78,7 @@ RULES: dict[str, str] = {
     "syntax": "the source does not tokenize or parse as Lua 5.1 (FUNCTION LOAD reports the exact error)",
     "no-functions": "no redis.register_function call runs at load time",
     "duplicate-function": "two functions with the same name, or names differing only in case",
+    "computed-function-name": "a function name computed at load time, which cannot be checked for case-only duplicates",
     "function-name": "a function name other than letters, digits and underscores",
     "register-arguments": "redis.register_function arguments Redis refuses (unknown key, missing name, ...)",
     "unknown-flag": "a flag that is not no-writes, allow-oom, allow-stale, no-cluster or allow-cross-slot-keys",
@@ -202,8 +203,11 @@ _LOAD_TIME_HINT = "only redis.register_function, redis.log and redis.LOG_*/REDIS
 #: Findings that mean "sending this to a server can take the server down", so the CLI and the operator refuse the
 #: library before any FUNCTION LOAD: a top-level ``redis.log`` aborts Valkey 9.1.2 during the load, and two function
 #: names that differ only in case load, but a later LOAD REPLACE or DELETE of that library crashes Redis 7.0.15 and
-#: Valkey 9.1.2 alike (both reproduced in tests/unit/test_lint.py).
-UNSAFE_RULES = frozenset({"top-level-log", "duplicate-function"})
+#: Valkey 9.1.2 alike (both reproduced in tests/unit/test_lint.py). A name computed at load time (``names[i]`` in a
+#: loop, a helper's parameter) could be such a duplicate and no static read can tell, so it is refused too; a
+#: ``-- lint-ignore: computed-function-name`` comment on that line accepts it (the sync engine still refuses to
+#: spread a library whose loaded function names turn out to differ only in case).
+UNSAFE_RULES = frozenset({"top-level-log", "duplicate-function", "computed-function-name"})
 
 
 # ----------------------------------------------------------------------------------------------------- entry point
@@ -226,6 +230,8 @@ def lint(source: bytes | str) -> list[Finding]:
         findings.append(_syntax(first.line, first.message))
     registrations = find_registrations(parsed, code)
     findings.extend(_registration_findings(registrations))
+    if parsed.error is None:  # a token scan cannot tell a computed name from one it failed to read
+        findings.extend(_computed_names(registrations))
     if parsed.error is None:
         findings.extend(_Linter(parsed, registrations).run())
     return _finish(findings, parsed)
@@ -297,6 +303,20 @@ def _shebang_hint(code: bytes, message: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------- registrations
+
+
+def _computed_names(registrations: list[Registration]) -> Iterable[Finding]:
+    for reg in registrations:
+        if reg.at_load and reg.name is None and not reg.errors and reg.form != "unknown":
+            yield Finding(
+                Severity.ERROR,
+                reg.name_line or reg.line,
+                "computed-function-name",
+                "function name computed at load time: it cannot be checked for names that differ only in case, "
+                "which load but make the next FUNCTION LOAD REPLACE or FUNCTION DELETE of this library crash Redis "
+                "7.0.15 and Valkey 9.1.2; write the name as a string literal (or add "
+                "'-- lint-ignore: computed-function-name' if the names are known to be distinct)",
+            )
 
 
 def _registration_findings(registrations: list[Registration]) -> Iterable[Finding]:

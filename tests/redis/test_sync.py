@@ -129,6 +129,38 @@ async def test_delete_everywhere_and_not_found_counts_as_done(cluster: rs.Cluste
     assert set(codes_on(cluster.primaries(), unique_name).values()) == {None}
 
 
+async def test_case_clashing_function_names_are_never_replaced_deleted_or_spread(
+    cluster_factory: Callable[..., rs.Cluster], unique_name: str
+) -> None:
+    """The engine's own guard behind the lint: names computed at load time (the lint refuses them unless told to
+    ignore it) that turn out to differ only in case. Redis accepts that library, then aborts on its next LOAD
+    REPLACE or DELETE; so the canary that took it keeps it, no other primary gets it, and nothing touches it again.
+    (A private cluster: if the guard failed, the servers would die.)"""
+    cluster = cluster_factory("redis")
+    target = target_of(cluster.nodes[0])
+
+    def clashing(value: int) -> Library:
+        return parse_library(
+            f"#!lua name={unique_name}\nlocal names = {{'cs_fn', 'CS_FN'}}\n"
+            f"for i = 1, 2 do redis.register_function(names[i], function() return {value} end) end\n"
+        )
+
+    first = await engine.sync(clashing(1), target)
+    assert first.error is not None and first.error.kind is ErrorKind.UNSAFE_LIBRARY, first
+    assert "'CS_FN' and 'cs_fn', which differ only in case" in first.error.message  # as listed, sorted
+    assert sorted(n.outcome for n in first.nodes) == [Outcome.FAILED, Outcome.SKIPPED, Outcome.SKIPPED]
+    holders = {a: c for a, c in codes_on(cluster.primaries(), unique_name).items() if c is not None}
+    assert holders == {first.blocking_node: clashing(1).code}
+
+    update = await engine.sync(clashing(2), target)
+    assert update.error is not None and update.error.kind is ErrorKind.UNSAFE_LIBRARY
+    assert {n.outcome for n in update.nodes} == {Outcome.FAILED, Outcome.SKIPPED}
+    removal = await engine.delete(unique_name, target)
+    assert removal.error is not None and removal.error.kind is ErrorKind.UNSAFE_LIBRARY
+    assert all(server.is_running() for server in cluster.nodes)
+    assert {a: c for a, c in codes_on(cluster.primaries(), unique_name).items() if c is not None} == holders
+
+
 async def test_other_libraries_are_never_touched(cluster: rs.Cluster, unique_name: str) -> None:
     bystander = make_library(f"{unique_name}_by")
     assert (await engine.sync(bystander, target_of(cluster.nodes[0]))).ok

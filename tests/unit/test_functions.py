@@ -309,8 +309,21 @@ end
 register('through_helper', function() return 1 end)
 """
     regs = find_registrations(parse(code.encode()), code)
-    assert [(r.at_load, r.name, r.flags) for r in regs] == [(True, None, ("no-writes",))]
-    assert names(code) == []  # the name is a parameter: not known statically
+    assert [(r.at_load, r.name, r.flags, r.line) for r in regs] == [(True, "through_helper", ("no-writes",), 5)]
+    assert names(code) == ["through_helper"]  # read through the helper's only call site
+
+
+def test_a_helper_called_with_a_computed_name_leaves_the_name_unknown() -> None:
+    code = """#!lua name=x
+local function register(name)
+  redis.register_function(name, function() return 1 end)
+end
+register('known')
+register(string.upper('known'))
+"""
+    regs = find_registrations(parse(code.encode()), code)
+    assert [(r.at_load, r.name) for r in regs] == [(True, None)]
+    assert names(code) == []
 
 
 def test_constant_names_and_flags_are_resolved() -> None:

@@ -82,6 +82,29 @@ CASES: list[tuple[str, str, list[tuple[int, str]]]] = [
     ),
     ("duplicate", OK + OK, [(3, "duplicate-function")]),
     (
+        "duplicate-case-through-helper",
+        "local function reg(name, cb)\n  redis.register_function(name, cb)\nend\n"
+        "reg('cs_a', function() return 1 end)\nreg('CS_A', function() return 2 end)\n",
+        [(6, "duplicate-function")],
+    ),
+    (
+        "computed-name-in-a-loop",
+        "local names = {'dup_fn', 'DUP_FN'}\nfor i = 1, 2 do redis.register_function(names[i], function() return i end) end\n",
+        [(3, "computed-function-name")],
+    ),
+    (
+        "computed-name-through-a-helper-called-in-a-loop",
+        "local function reg(name)\n  redis.register_function(name, function() return 1 end)\nend\n"
+        "local ns = {'a', 'A'}\nfor i = 1, 2 do reg(ns[i]) end\n",
+        [(3, "computed-function-name")],
+    ),
+    (
+        "computed-name-through-a-helper-that-escapes",
+        "local function reg(name)\n  redis.register_function(name, function() return 1 end)\nend\n"
+        "local t = {reg}\nreg('a')\nt[1]('A')\n",
+        [(3, "computed-function-name")],
+    ),
+    (
         "duplicate-case",
         "redis.register_function('cart_add', function() end)\nredis.register_function('Cart_Add', function() end)\n",
         [(3, "duplicate-function")],
@@ -185,6 +208,12 @@ CASES: list[tuple[str, str, list[tuple[int, str]]]] = [
         [(3, "write-in-no-writes")],
     ),
     (
+        "write-in-no-writes-registered-through-helper",
+        "local function ro(name, cb)\n  redis.register_function{function_name=name, callback=cb, flags={'no-writes'}}\nend\n"
+        "ro('f', function(keys)\n  return redis.call('DEL', keys[1])\nend)\n",
+        [(6, "write-in-no-writes")],
+    ),
+    (
         "write-in-no-writes-through-helper",
         "local function touch(key)\n  redis.call('EXPIRE', key, 10)\nend\n"
         "local function get(keys)\n  touch(keys[1])\n  return redis.call('GET', keys[1])\nend\n"
@@ -203,7 +232,9 @@ QUIET: list[tuple[str, str]] = [
     ("load-time-api", "local v = redis.REDIS_VERSION .. redis.REDIS_VERSION_NUM\nlocal l = redis.LOG_WARNING\n" + OK),
     ("local-alias", "local register = redis.register_function\nregister('f', function() return 1 end)\n"),
     ("registration-through-helper", "local function reg(name, cb)\n  redis.register_function(name, cb)\nend\n"
-     "reg('f', function() return 1 end)\n"),
+     "reg('f', function() return 1 end)\nreg('g', function() return 1 end)\n"),
+    ("computed-name-accepted-by-comment", "local names = {'a', 'b'}\nfor i = 1, 2 do\n"
+     "  -- lint-ignore: computed-function-name\n  redis.register_function(names[i], function() return 1 end)\nend\n"),
     ("locals-and-tables", "local M = {}\nfunction M.f() return 1 end\nlocal n\nn = 1\nM.x = n\n" + OK),
     ("runtime-globals", "redis.register_function('f', function(keys, args)\n  local t = {cjson.encode({}), "
      "cmsgpack.pack(1), bit.band(1, 1), struct.pack('b', 1), string.len('x'), table.concat({}), math.floor(1.5), "

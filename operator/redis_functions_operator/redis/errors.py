@@ -37,6 +37,7 @@ class ErrorKind(StrEnum):
     NOT_REDIS = "NotRedis"
     WRONG_MODE = "WrongMode"
     LOST_DURING_LOAD = "NodeLostDuringLoad"
+    UNSAFE_LIBRARY = "UnsafeLibrary"  # loaded function names differ only in case: REPLACE/DELETE would crash it
     CONNECTION_FAILED = "ConnectionFailed"
     TIMEOUT = "Timeout"
     LOADING = "NodeLoading"
@@ -66,6 +67,7 @@ PERMANENT_KINDS = frozenset(
         ErrorKind.NOT_REDIS,
         ErrorKind.WRONG_MODE,
         ErrorKind.LOST_DURING_LOAD,
+        ErrorKind.UNSAFE_LIBRARY,
     }
 )
 

@@ -16,7 +16,11 @@ The plan, and why each step exists:
    that took the new code are **rolled back** to exactly what they had (their previous code, or no library), so a
    permanent failure never leaves mixed versions behind. Transient failures are reported as retryable and the nodes
    that did load keep the new code — retrying converges, rolling back would only delay it.
-7. Every primary is **verified** again by reading the code back (for a drift repair, the repaired nodes: the
+7. A library whose loaded function names differ only in case is **never replaced, deleted or spread**: Redis 7.0.15
+   and Valkey 9.1.2 accept it, then abort on its next FUNCTION LOAD REPLACE or FUNCTION DELETE. The lint refuses
+   such code before any load; this is the engine's own guard for what a static read cannot see (names computed at
+   load time behind a ``lint-ignore``), judged from what the servers report.
+8. Every primary is **verified** again by reading the code back (for a drift repair, the repaired nodes: the
    others were read in step 2 of the same sync).
 
 Every network call is bounded by the target's timeout, and every node's result is kept: one node's failure never
@@ -188,7 +192,10 @@ async def inspect(names: Sequence[str], target: Target, *, connector: Connector 
 
 
 async def delete(name: str, target: Target, *, connector: Connector | None = None) -> SyncResult:
-    """FUNCTION DELETE ``name`` on every primary. "Library not found" counts as done."""
+    """FUNCTION DELETE ``name`` on every primary. "Library not found" counts as done.
+
+    Each primary is read first: one holding the library with function names that differ only in case is left
+    alone (the DELETE would crash it) and reported."""
     async with _connector_for(target, connector) as conn:
         try:
             topo = await discover(target, conn)
@@ -196,6 +203,14 @@ async def delete(name: str, target: Target, *, connector: Connector | None = Non
             return SyncResult(name, "", None, (), error=exc.error)
 
         async def delete_on(node: Node) -> NodeResult:
+            held = await read_library(conn, node, name)
+            if held.error is not None:
+                return NodeResult(node, Outcome.FAILED, error=held.error)
+            if held.code is None:
+                return NodeResult(node, Outcome.UNCHANGED)
+            clash = case_clash(held.functions)
+            if clash is not None:
+                return NodeResult(node, Outcome.FAILED, held.sha256, held.sha256, _unsafe_error(node, name, clash))
             try:
                 await conn.call(node.endpoint, "FUNCTION", "DELETE", name)
             except Exception as exc:
@@ -230,6 +245,8 @@ async def _sync(library: Library, topo: Topology, conn: Connector) -> SyncResult
     snapshots = await asyncio.gather(*(read_library(conn, n, library.name) for n in topo.primaries))
     unreadable = [NodeResult(s.node, Outcome.FAILED, error=s.error) for s in snapshots if s.error is not None]
     readable = [s for s in snapshots if s.error is None]
+    if any(case_clash(s.functions) for s in readable):
+        return _refuse_unsafe(library, topo, readable, unreadable + unreachable)
     needy = [s for s in readable if s.code != library.code]
     already = {s.node for s in readable if s.code == library.code}
     # Drift repair vs rollout: if some primary already holds the code, the others are being repaired.
@@ -250,7 +267,11 @@ async def _sync(library: Library, topo: Topology, conn: Connector) -> SyncResult
         canary_error, readback = await _load(conn, canary.node, library.code, library.name)
         if readback is not None:
             readbacks[canary.node] = readback
-        if canary_error is None:
+        clash = case_clash(readback.functions) if readback is not None else None
+        if canary_error is None and clash is not None:
+            # loaded, and now unsafe to replace or delete there: leave it, and send it nowhere else
+            canary_error = _unsafe_error(canary.node, library.name, clash)
+        elif canary_error is None:
             results[canary.node] = NodeResult(canary.node, fix_outcome, canary.sha256)
             loaded.append(canary)
             break
@@ -329,6 +350,44 @@ async def _sync(library: Library, topo: Topology, conn: Connector) -> SyncResult
     if decisive is None:
         decisive = _first_error(final)
     return SyncResult(library.name, library.sha256, topo, tuple(final), error=decisive, blocking_node=blocking)
+
+
+def case_clash(functions: Iterable[tuple[str, tuple[str, ...]]]) -> tuple[str, str] | None:
+    """Two function names of one library that differ only in case, as a server listed them (or ``None``)."""
+    seen: dict[str, str] = {}
+    for name, _ in functions:
+        other = seen.setdefault(name.lower(), name)
+        if other != name:
+            return other, name
+    return None
+
+
+def _unsafe_error(node: Node, library: str, clash: tuple[str, str]) -> NodeError:
+    return NodeError(
+        ErrorKind.UNSAFE_LIBRARY,
+        f"{node.address} holds library {library!r} with functions {clash[0]!r} and {clash[1]!r}, which differ only "
+        "in case: FUNCTION LOAD REPLACE or FUNCTION DELETE of it would crash that server, so the operator does "
+        "not touch it and loads it nowhere else (restart that node without its functions to clear it)",
+    )
+
+
+def _refuse_unsafe(library: Library, topo: Topology, readable: list[Snapshot], failed: list[NodeResult]) -> SyncResult:
+    """Nothing sent anywhere: some primary already holds this library with case-clashing function names."""
+    results = list(failed)
+    decisive: NodeError | None = None
+    blocking: str | None = None
+    for snap in readable:
+        clash = case_clash(snap.functions)
+        if clash is None:
+            outcome = Outcome.UNCHANGED if snap.code == library.code else Outcome.SKIPPED
+            results.append(NodeResult(snap.node, outcome, snap.sha256, snap.sha256))
+            continue
+        error = _unsafe_error(snap.node, library.name, clash)
+        results.append(NodeResult(snap.node, Outcome.FAILED, snap.sha256, snap.sha256, error=error))
+        if decisive is None:
+            decisive, blocking = error, snap.node.address
+    results.sort(key=lambda r: r.node.endpoint)
+    return SyncResult(library.name, library.sha256, topo, tuple(results), error=decisive, blocking_node=blocking)
 
 
 async def _roll_back(conn: Connector, name: str, loaded: list[Snapshot], results: dict[Node, NodeResult]) -> None:
