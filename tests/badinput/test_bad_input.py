@@ -615,11 +615,6 @@ def test_bug_password_echoed_by_the_server_never_reaches_status_events_or_logs(b
         server.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: two objects load the same library on the same Redis when they spell its address differently "
-    "(localhost vs 127.0.0.1): both report Ready and overwrite each other (k8s/controller.py target_identity)",
-)
 def test_bug_one_library_through_two_spellings_of_one_target_conflicts(bad_env: BadEnv) -> None:
     env = bad_env
     library = f"spelled_{secrets.token_hex(4)}"
@@ -631,9 +626,10 @@ def test_bug_one_library_through_two_spellings_of_one_target_conflicts(bad_env: 
     )
     try:
         seen = _wait(env, [first, second], 20)
-        outcomes = sorted(seen[n].key() for n in (first, second))
-        assert [o for o, _ in outcomes].count(READY) == 1, f"both claim the library: {outcomes}"
-        assert (STALLED, "ResourceConflict") in outcomes
+        assert seen[first].outcome == READY, seen[first]
+        assert seen[second].key() == (STALLED, "ResourceConflict"), seen[second]
+        assert f"managed by {env.namespace}/{first}" in seen[second].message
+        assert env.standalone.function_libraries()[library] == _simple_code(library).encode()  # the elder's code
     finally:
         env.kubectl("delete", "rfl", "-n", env.namespace, first, second, "--wait=false", check=False)
 

@@ -25,6 +25,7 @@ from kubernetes.client.exceptions import ApiException
 
 from redis_functions_operator.k8s import metrics
 from redis_functions_operator.k8s.kube import Kube, ObjectRef
+from redis_functions_operator.k8s.ownership import Ownership
 from redis_functions_operator.k8s.resolve import ResolveError, resolve, resolve_target
 from redis_functions_operator.k8s.statuswriter import StatusWriter
 from redis_functions_operator.k8s.watchers import DEFAULT_INTERVAL, TargetWatchers
@@ -48,6 +49,7 @@ from redis_functions_operator.redis import sync as engine
 from redis_functions_operator.redis.connect import Connector, Target
 from redis_functions_operator.redis.errors import ErrorKind
 from redis_functions_operator.redis.sync import Outcome, SyncResult
+from redis_functions_operator.redis.topology import Topology, TopologyError, discover
 
 log = logging.getLogger(__name__)
 
@@ -69,17 +71,12 @@ class Tracked:
     refs: frozenset[tuple[RefKind, str]] = frozenset()
     failures_in_a_row: int = 0
     wake_reasons: list[str] = field(default_factory=list)  # why a target watcher woke it (for the event)
-    claim: Claim | None = None
     state: str = "reconciling"  # ready | reconciling | stalled | paused (for metrics)
     status_view: Mapping[str, Any] | None = None  # the latest status we rendered (written or still queued)
     # Code that made a primary stop answering during FUNCTION LOAD: never sent again until the code changes or the
     # user asks (reconcile-requested-at), since each retry could take down one more primary.
     lost_sha: str | None = None
     lost_request: str | None = None
-
-
-#: (target identity as written in the spec, library name): two objects with the same claim want the same library.
-Claim = tuple[tuple[tuple[str, ...], str, str | None], str]
 
 
 @dataclass
@@ -102,7 +99,7 @@ class Controller:
         self._connectors: dict[Target, _CachedConnector] = {}
         self._clock = clock
         self._heartbeat = time.monotonic()
-        self._claims: dict[Claim, set[Key]] = {}
+        self.ownership = Ownership(self._created_of, self.queue.add)
         self.watchers = TargetWatchers(self._on_target_change, self._connector, self.settings.poll_interval)
         self.statuses = StatusWriter(kube)
 
@@ -122,9 +119,9 @@ class Controller:
         except SpecError:
             spec = None
         tracked.refs = spec.references() if spec else frozenset()
-        spec_claim = claim_from_spec(spec) if spec else None
-        if spec_claim is not None:
-            self._set_claim(key, tracked, spec_claim)
+        name = library_name_from_spec(spec) if spec else None
+        if spec is not None and name is not None:
+            self.ownership.claim_as_written(key, target_identity(spec), name)
         if trigger_token(body) != tracked.handled_token:
             self.queue.add(key)
 
@@ -134,33 +131,12 @@ class Controller:
         tracked = self._objects.pop(key, None)
         self.queue.remove(key)
         self.watchers.detach(key)
-        if tracked is not None and tracked.claim is not None:
-            self._drop_claim(key, tracked.claim)
+        if tracked is not None:
+            self.ownership.release(key)
 
-    # --- library ownership between objects ------------------------------------------------------------------------
-
-    def _set_claim(self, key: Key, tracked: Tracked, claim: Claim) -> None:
-        if tracked.claim == claim:
-            return
-        if tracked.claim is not None:
-            self._drop_claim(key, tracked.claim)
-        tracked.claim = claim
-        self._claims.setdefault(claim, set()).add(key)
-
-    def _drop_claim(self, key: Key, claim: Claim) -> None:
-        claimants = self._claims.get(claim, set())
-        claimants.discard(key)
-        if not claimants:
-            self._claims.pop(claim, None)
-        for other in claimants:  # one of them may own the library now
-            self.queue.add(other)
-
-    def owner(self, claim: Claim) -> Key | None:
-        """The oldest object (creationTimestamp, then namespace/name) claiming this library on this target."""
-        claimants = [k for k in self._claims.get(claim, ()) if k in self._objects]
-        if not claimants:
-            return None
-        return min(claimants, key=lambda k: (_created(self._objects[k].body), k))
+    def _created_of(self, key: Key) -> str | None:
+        tracked = self._objects.get(key)
+        return None if tracked is None else _created(tracked.body)
 
     def _on_target_change(self, target: Target, reasons: list[str]) -> None:
         metrics.TARGET_CHANGES.inc()
@@ -296,14 +272,17 @@ class Controller:
         if isinstance(library_or_failure, Failure):
             return await self._fail(tracked, ref, base, previous, library_or_failure, 300.0)
         library = library_or_failure
-        claim: Claim = (target_identity(spec), library.name)
-        self._set_claim(key, tracked, claim)
-        owner = self.owner(claim)
-        if owner is not None and owner != key:
+        self.ownership.claim_as_written(key, target_identity(spec), library.name)
+        topology = await self._topology(resolved.target)
+        if topology is not None:
+            self.ownership.claim_servers(key, library.name, (n.identity for n in topology.primaries))
+        owner = self.ownership.blocker(key)
+        if owner is not None:
             self.watchers.detach(key)
             message = (
-                f"library {library.name} on this target is managed by {owner[0]}/{owner[1]} (the oldest object "
-                "claiming it); this object takes over if that one is deleted"
+                f"library {library.name} on this Redis is managed by {owner[0]}/{owner[1]} (the oldest object "
+                "claiming it, maybe through another address of the same servers); this object takes over if that "
+                "one is deleted or points elsewhere"
             )
             return await self._fail(tracked, ref, base, previous, Failure("ResourceConflict", message, True), 300.0)
         self.watchers.attach(resolved.target, key)
@@ -324,7 +303,6 @@ class Controller:
                 f"set the annotation {RECONCILE_REQUEST_ANNOTATION} to try once more"
             )
             return await self._fail(tracked, ref, base, previous, Failure("NodeLostDuringLoad", message, True), 300.0)
-        topology = self.watchers.fresh_topology(resolved.target, max_age=self.settings.poll_interval * 1.5)
         connector = self._connector(resolved.target)
         result = await engine.sync(library, resolved.target, connector=connector, topology=topology)
         delay = self._next_delay(tracked, spec, result)
@@ -446,13 +424,24 @@ class Controller:
         if not name:
             return "nothing to delete: the library was never identified"
         key: Key = (str(meta.get("namespace")), str(meta.get("name")))
-        others = sorted(k for k in self._claims.get((target_identity(spec), str(name)), ()) if k != key)
+        others = self.ownership.rivals(key)
         if others:
             return f"library {name} left in Redis: still wanted by {', '.join(f'{ns}/{n}' for ns, n in others)}"
         target = await resolve_target(spec, str(meta.get("namespace")), self.kube, self.settings.redis_timeout)
         return await engine.delete(str(name), target, connector=self._connector(target))
 
     # --- connections ----------------------------------------------------------------------------------------------
+
+    async def _topology(self, target: Target) -> Topology | None:
+        """The target's primaries: from its watcher's last poll when recent (a thousand reconciles of one target
+        share it), else discovered now. ``None`` when discovery fails: the engine then reports why."""
+        seen = self.watchers.fresh_topology(target, max_age=self.settings.poll_interval * 1.5)
+        if seen is not None:
+            return seen
+        try:
+            return await discover(target, self._connector(target))
+        except TopologyError:
+            return None
 
     def _connector(self, target: Target) -> Connector:
         cached = self._connectors.get(target)
@@ -515,8 +504,8 @@ def target_identity(spec: LibrarySpec) -> tuple[tuple[str, ...], str, str | None
     return (tuple(sorted(str(e) for e in spec.endpoints)), spec.mode.value, spec.sentinel_master)
 
 
-def claim_from_spec(spec: LibrarySpec) -> Claim | None:
-    """The claim readable without any I/O (libraryName, or the shebang of inline code), so conflicts are known
+def library_name_from_spec(spec: LibrarySpec) -> str | None:
+    """The library name readable without any I/O (libraryName, or the shebang of inline code), so conflicts are known
     before either object touches Redis. ``codeFrom`` without ``libraryName`` is known after its first reconcile."""
     name = spec.library_name
     if name is None and spec.code is not None:
@@ -524,7 +513,7 @@ def claim_from_spec(spec: LibrarySpec) -> Claim | None:
             name = parse_shebang(spec.code.encode("utf-8"))[1]
         except LibraryError:
             return None
-    return (target_identity(spec), name) if name else None
+    return name or None
 
 
 def _created(body: Mapping[str, Any]) -> str:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -38,10 +38,17 @@ class Node:
     shard: str | None = None  # cluster: the primary's node id; else None
     slots: str = ""  # cluster: "0-5460,10923" style; "" for a 0-slot primary or non-cluster
     primary: Endpoint | None = None  # for a replica: the primary it follows
+    run_id: str | None = field(default=None, compare=False)  # INFO server run_id, when the node answered it
 
     @property
     def address(self) -> str:
         return str(self.endpoint)
+
+    @property
+    def identity(self) -> str:
+        """Who this server is, however its address was spelled: the cluster node id, else the process' run_id
+        (``localhost:6379`` and ``127.0.0.1:6379`` are one server), else the address as written."""
+        return self.shard or self.run_id or self.address
 
 
 @dataclass(frozen=True)
@@ -205,12 +212,12 @@ async def _discover_standalone(target: Target, connector: Connector) -> Topology
 
     async def resolve(seed: Endpoint) -> None:
         try:
-            role = await _role(connector, seed)
+            role, run_id = await _role(connector, seed)
         except Exception as exc:
             unreachable.append((Node(seed, Role.PRIMARY), classify(exc)))
             return
         if role[0] == "master":
-            primaries[seed] = Node(seed, Role.PRIMARY)
+            primaries[seed] = Node(seed, Role.PRIMARY, run_id=run_id)
             for replica in role[2]:
                 ep = Endpoint(replica[0], int(replica[1]))
                 replicas[ep] = Node(ep, Role.REPLICA, primary=seed)
@@ -219,7 +226,7 @@ async def _discover_standalone(target: Target, connector: Connector) -> Topology
             primary = Endpoint(role[1], int(role[2]))
             replicas[seed] = Node(seed, Role.REPLICA, primary=primary)
             try:
-                primary_role = await _role(connector, primary)
+                primary_role, primary_run_id = await _role(connector, primary)
             except Exception as exc:
                 unreachable.append((Node(primary, Role.PRIMARY), classify(exc)))
                 return
@@ -228,7 +235,7 @@ async def _discover_standalone(target: Target, connector: Connector) -> Topology
                     (Node(primary, Role.PRIMARY), NodeError(ErrorKind.TOPOLOGY, f"{primary} is not a primary"))
                 )
                 return
-            primaries[primary] = Node(primary, Role.PRIMARY)
+            primaries[primary] = Node(primary, Role.PRIMARY, run_id=primary_run_id)
             for replica in primary_role[2]:
                 ep = Endpoint(replica[0], int(replica[1]))
                 replicas.setdefault(ep, Node(ep, Role.REPLICA, primary=primary))
@@ -280,14 +287,14 @@ async def _confirm_roles(connector: Connector, mode: Mode, candidates: list[Node
 
     async def confirm(node: Node) -> tuple[Node, NodeError | None]:
         try:
-            role = await _role(connector, node.endpoint)
+            role, run_id = await _role(connector, node.endpoint)
         except Exception as exc:
             return node, classify(exc)
         if role[0] != "master":
             return node, NodeError(
                 ErrorKind.READ_ONLY, f"{node.address} is listed as a primary but ROLE says {role[0]}"
             )
-        return node, None
+        return replace(node, run_id=run_id), None
 
     results = await asyncio.gather(*(confirm(n) for n in claimed))
     primaries = [n for n, err in results if err is None]
@@ -306,15 +313,20 @@ def _topology(
     )
 
 
-async def _role(connector: Connector, endpoint: Endpoint) -> list[Any]:
-    """ROLE, decoded: ``['master', offset, [[host, port, offset], ...]]`` or ``['slave', host, port, ...]``."""
-    reply = await connector.call(endpoint, "ROLE")
+async def _role(connector: Connector, endpoint: Endpoint) -> tuple[list[Any], str | None]:
+    """ROLE, decoded (``['master', offset, [[host, port, offset], ...]]`` or ``['slave', host, port, ...]``), and the
+    node's run_id from INFO server in the same round trip (``None`` when INFO is not allowed: the ACL of a CLI user
+    may lack it, and only ownership between objects needs it)."""
+    reply, info = await connector.call_many(endpoint, ("ROLE",), ("INFO", "server"))
+    if isinstance(reply, BaseException):
+        raise reply
+    run_id = text(info.get("run_id")) or None if isinstance(info, dict) else None
     kind = text(reply[0])
     if kind == "master":
-        return [kind, reply[1], [[text(r[0]), int(r[1])] for r in reply[2]]]
+        return [kind, reply[1], [[text(r[0]), int(r[1])] for r in reply[2]]], run_id
     if kind == "slave":
-        return [kind, text(reply[1]), int(reply[2])]
-    return [kind]
+        return [kind, text(reply[1]), int(reply[2])], run_id
+    return [kind], run_id
 
 
 def _no_seed_answered(errors: list[tuple[Endpoint, NodeError]]) -> NodeError:

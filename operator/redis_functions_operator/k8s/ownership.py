@@ -1,0 +1,96 @@
+"""Which object manages a library, when several objects want the same library on the same Redis.
+
+Redis holds one copy of a library per server: two objects loading different code under one name would overwrite
+each other on every resync. The rule is simple and stable: the **oldest** object (creationTimestamp, then
+namespace/name) manages it; the others report ``ResourceConflict`` and take over when it goes.
+
+"The same Redis" is judged twice, because neither view alone is enough:
+
+* **as written** — the target's sorted endpoints, mode and sentinel master. Known without any I/O, so a conflict
+  is seen before either object touches Redis, even while the servers are down;
+* **as discovered** — each primary's identity (the cluster node id, else the server's ``run_id``). Two spellings of
+  one server (``localhost:6379`` and ``127.0.0.1:6379``, two seed nodes of one cluster, a Service name and a pod
+  IP) share their primaries, so they conflict too. These claims are only known after a discovery, so they are
+  updated on every reconcile.
+
+A claim is a *unit* (one of the above plus the library name); an object is blocked when, for any unit it holds, an
+elder object holds the same unit. Whenever a unit gains or loses a holder, the other holders are woken so each one
+re-checks: that is how a younger object learns it lost the library, and how it takes over when the elder goes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterable
+
+Key = tuple[str, str]  # (namespace, name)
+Unit = tuple[str, Hashable]  # ("spec" | "server", what) — what already includes the library name
+
+
+class Ownership:
+    def __init__(self, created: Callable[[Key], str | None], wake: Callable[[Key], None]) -> None:
+        """``created`` gives a live object's creationTimestamp (``None``: the object is gone); ``wake`` queues one."""
+        self._created = created
+        self._wake = wake
+        self._holders: dict[Unit, set[Key]] = {}
+        self._spec: dict[Key, frozenset[Unit]] = {}
+        self._servers: dict[Key, frozenset[Unit]] = {}
+
+    def claim_as_written(self, key: Key, target: Hashable, library: str) -> None:
+        """``key`` wants ``library`` on the target as its spec writes it."""
+        self._replace(self._spec, key, frozenset({("spec", (target, library))}))
+
+    def claim_servers(self, key: Key, library: str, identities: Iterable[str]) -> None:
+        """``key`` wants ``library`` on these primaries (their :attr:`Node.identity`), as just discovered."""
+        self._replace(self._servers, key, frozenset(("server", (library, i)) for i in identities))
+
+    def release(self, key: Key) -> None:
+        """The object is gone (or wants nothing any more): its claims go, and the others re-check."""
+        self._replace(self._spec, key, frozenset())
+        self._replace(self._servers, key, frozenset())
+
+    def blocker(self, key: Key) -> Key | None:
+        """The elder object that manages a library ``key`` also claims, or ``None`` when ``key`` may act."""
+        mine = self._order(key)
+        if mine is None:
+            return None
+        elders = [order for other in self._rivals(key) if (order := self._order(other)) is not None and order < mine]
+        return min(elders)[1] if elders else None
+
+    def rivals(self, key: Key) -> list[Key]:
+        """Every other live object sharing a claim with ``key`` (e.g. still wanting the library it would delete)."""
+        return sorted(k for k in self._rivals(key) if self._created(k) is not None)
+
+    # --- internals ------------------------------------------------------------------------------------------------
+
+    def _rivals(self, key: Key) -> set[Key]:
+        units = self._spec.get(key, frozenset()) | self._servers.get(key, frozenset())
+        return {other for unit in units for other in self._holders.get(unit, ()) if other != key}
+
+    def _order(self, key: Key) -> tuple[str, Key] | None:
+        created = self._created(key)
+        return None if created is None else (created, key)
+
+    def _replace(self, table: dict[Key, frozenset[Unit]], key: Key, units: frozenset[Unit]) -> None:
+        old = table.get(key, frozenset())
+        if old == units:
+            return
+        if units:
+            table[key] = units
+        else:
+            table.pop(key, None)
+        touched: set[Key] = set()
+        for unit in old - units:
+            holders = self._holders.get(unit, set())
+            holders.discard(key)
+            touched |= holders
+            if not holders:
+                self._holders.pop(unit, None)
+        for unit in units - old:
+            holders = self._holders.setdefault(unit, set())
+            touched |= holders
+            holders.add(key)
+        for other in sorted(touched - {key}):
+            self._wake(other)
+
+
+__all__ = ["Key", "Ownership"]
