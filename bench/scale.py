@@ -5,15 +5,17 @@
 2. Idle: operator RSS, CPU (% of one core) and Redis commands per second over a window at the default
    resyncInterval (60 s) — the window should cover a whole resync period to count the resyncs.
 3. Repair with all 1000 on the target: FUNCTION FLUSH on one primary → every library back there; a new primary
-   joined with CLUSTER MEET (0 slots) → every library on it.
+   joined with CLUSTER MEET (0 slots) → every library on it (timed from the MEET, so the cluster's gossip and the
+   watcher's next poll, up to 2 s, are included). ``--repeats`` rounds, medians reported; each round adds a primary.
 
-    .venv/bin/python bench/scale.py [--libraries 1000] [--idle-window 70]
+    .venv/bin/python bench/scale.py [--libraries 1000] [--idle-window 70] [--repeats 5] [--listing-burst 0]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -49,6 +51,10 @@ def commands(values: dict[str, float]) -> float:
     return sum(v for k, v in values.items() if k.startswith("redis_functions_operator_redis_commands_total{"))
 
 
+def reconciles(values: dict[str, float]) -> float:
+    return sum(v for k, v in values.items() if k.startswith("redis_functions_operator_reconciles_total"))
+
+
 def libraries_on(server: rs.RedisServer) -> int:
     stats = pairs(server.admin.execute_command("FUNCTION", "STATS"))
     return int(pairs(pairs(stats.get("engines")).get("LUA")).get("libraries_count") or 0)
@@ -80,14 +86,21 @@ def wait(predicate, timeout: float, what: str) -> float:  # type: ignore[no-unty
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--libraries", type=int, default=1000)
-    parser.add_argument("--idle-window", type=float, default=70.0)
+    parser.add_argument("--idle-window", type=float, default=70.0, help="0: skip the idle measurements")
+    parser.add_argument("--repeats", type=int, default=1, help="flush + new primary rounds (each adds a primary)")
+    parser.add_argument(
+        "--listing-burst", type=int, default=None, help="passed to the operator (0: no shared listings, the 'before')"
+    )
     args = parser.parse_args()
     n = args.libraries
     work = Path(tempfile.mkdtemp(prefix="rfo-bench-scale-"))
     results: dict[str, object] = {"libraries": n}
     with ControlPlane() as cp:
         cluster = rs.start_cluster("redis", base_dir=work / "redis")
-        operator = OperatorProcess(operator_env(cp.env()), work / "operator.log", args=("--namespace", NAMESPACE))
+        extra = () if args.listing_burst is None else ("--listing-burst", str(args.listing_burst))
+        operator = OperatorProcess(
+            operator_env(cp.env()), work / "operator.log", args=("--namespace", NAMESPACE, *extra)
+        )
         try:
             cp.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
             cp.kubectl("wait", "--for=condition=Established", "crd/redisfunctionlibraries.redisfunctions.dev")
@@ -113,26 +126,38 @@ def main() -> int:
             results["start_to_all_ready_s"] = round(time.perf_counter() - started, 1)
             print(f"operator start -> {n} Ready: {results['start_to_all_ready_s']} s (last check {took:.1f} s)")
 
-            time.sleep(5)
-            before, t0 = metrics(operator), time.perf_counter()
-            time.sleep(args.idle_window)
-            after, t1 = metrics(operator), time.perf_counter()
-            cpu = after["process_cpu_seconds_total"] - before["process_cpu_seconds_total"]
-            results["idle_cpu_percent_of_core"] = round(100 * cpu / (t1 - t0), 2)
-            results["idle_redis_commands_per_s"] = round((commands(after) - commands(before)) / (t1 - t0), 1)
-            results["rss_mb"] = round(after["process_resident_memory_bytes"] / 2**20, 1)
-            idle = {k: results[k] for k in ("idle_cpu_percent_of_core", "idle_redis_commands_per_s", "rss_mb")}
-            print(f"idle over {t1 - t0:.0f} s: {json.dumps(idle)}")
+            if args.idle_window > 0:
+                time.sleep(5)
+                before, t0 = metrics(operator), time.perf_counter()
+                time.sleep(args.idle_window)
+                after, t1 = metrics(operator), time.perf_counter()
+                cpu = after["process_cpu_seconds_total"] - before["process_cpu_seconds_total"]
+                results["idle_cpu_percent_of_core"] = round(100 * cpu / (t1 - t0), 2)
+                results["idle_redis_commands_per_s"] = round((commands(after) - commands(before)) / (t1 - t0), 1)
+                results["rss_mb"] = round(after["process_resident_memory_bytes"] / 2**20, 1)
+                idle = {k: results[k] for k in ("idle_cpu_percent_of_core", "idle_redis_commands_per_s", "rss_mb")}
+                print(f"idle over {t1 - t0:.0f} s: {json.dumps(idle)}")
 
-            victim = cluster.primaries()[0]
-            victim.admin.execute_command("FUNCTION", "FLUSH")
-            results["repair_after_flush_s"] = round(wait(lambda: libraries_on(victim) == n, 120, "flush repaired"), 2)
-            print(f"FUNCTION FLUSH with {n} libraries repaired in {results['repair_after_flush_s']} s")
-            newcomer = cluster.add_primary(wait_healthy=False)
-            joined = time.perf_counter()
-            wait(lambda: libraries_on(newcomer) == n, 120, "new primary filled")
-            results["new_primary_filled_s"] = round(time.perf_counter() - joined, 2)
-            print(f"new primary got {n} libraries in {results['new_primary_filled_s']} s")
+            flushes: list[float] = []
+            joins: list[float] = []
+            for _ in range(args.repeats):
+                victim = cluster.primaries()[0]
+                victim.admin.execute_command("FUNCTION", "FLUSH")
+                flushes.append(round(wait(lambda: libraries_on(victim) == n, 120, "flush repaired"), 2))  # noqa: B023
+                print(f"FUNCTION FLUSH with {n} libraries repaired in {flushes[-1]} s")
+                reconciles_before = reconciles(metrics(operator))
+                newcomer = cluster.add_primary(wait_healthy=False)
+                joined = time.perf_counter()
+                wait(lambda: libraries_on(newcomer) == n, 120, "new primary filled")  # noqa: B023
+                joins.append(round(time.perf_counter() - joined, 2))
+                done = reconciles(metrics(operator)) - reconciles_before
+                print(f"new primary got {n} libraries in {joins[-1]} s ({done:.0f} reconciles)")
+            results["repair_after_flush_s"] = statistics.median(flushes)
+            results["new_primary_filled_s"] = statistics.median(joins)
+            results["repair_after_flush_all_s"] = flushes
+            results["new_primary_filled_all_s"] = joins
+            results["rss_mb_after_repairs"] = round(metrics(operator)["process_resident_memory_bytes"] / 2**20, 1)
+            print(f"operator RSS after both repairs: {results['rss_mb_after_repairs']} MB")
         finally:
             operator.stop()
             for node in cluster.nodes:

@@ -132,6 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--poll-interval", type=float, default=2.0, help="seconds between each target's topology polls (default 2)"
     )
+    run.add_argument(
+        "--listing-burst",
+        type=int,
+        default=16,
+        help="when a target change wakes at least this many libraries of one target, they share one "
+        "FUNCTION LIST WITHCODE per primary instead of each reading every primary (default 16; 0: never)",
+    )
     run.add_argument("--log-format", choices=["human", "json"], default="human")
     run.add_argument("--verbose", "-v", action="store_true")
     run.add_argument(

@@ -599,8 +599,15 @@ def test_bug_password_echoed_by_the_server_never_reaches_status_events_or_logs(b
         env.apply([manifest(name, env.namespace, target, code=_simple_code("bug_echoed"), deletionPolicy="Retain")])
         seen = _wait(env, [name], 20)[name]
         assert seen.outcome != PENDING
-        time.sleep(1)  # let the event and the log line land
-        events = env.kubectl("get", "events", "-n", env.namespace, "-o", "json").stdout
+
+        def events_about_it() -> str | None:
+            listed = env.kubectl("get", "events", "-n", env.namespace, "-o", "json").stdout
+            about = [e for e in json.loads(listed)["items"] if e["involvedObject"]["name"] == name]
+            return listed if about and name in env.operator.log_text() else None
+
+        # the Warning event and its log line are written after the status: wait for both before looking
+        rs.wait_until(events_about_it, timeout=10, message="the operator's event and log line about the object")
+        events = events_about_it() or ""
         leaks = [
             where
             for where, text in (

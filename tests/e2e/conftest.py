@@ -91,9 +91,11 @@ def operator(
 ) -> Iterator[OperatorProcess]:
     """One operator process for the session, watching every ``e2e-*`` namespace (each test uses its own namespace;
     tests that need objects nobody acts on use another prefix: ``crd-`` in test_crd.py).
-    ``--deletion-timeout 15`` keeps the "target down during delete" test short."""
+    ``--deletion-timeout 15`` keeps the "target down during delete" test short; ``--listing-burst 2`` sends every
+    repair of a multi-library target through the shared listings (redis/listing.py), the path 1000 libraries take."""
     log = tmp_path_factory.mktemp("operator") / "operator.log"
-    args = ("--namespace", "e2e-*", "--deletion-timeout", "15")  # a glob: namespaces come and go during the run
+    # a glob: namespaces come and go during the run
+    args = ("--namespace", "e2e-*", "--deletion-timeout", "15", "--listing-burst", "2")
     process = OperatorProcess(operator_env(control_plane.env()), log, args=args)
     process.start()
     try:

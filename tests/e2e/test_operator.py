@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import make_namespace
-from tests.e2e.helpers import Libraries, library_code
+from tests.e2e.helpers import Libraries, library_code, operator_metrics
 from tests.support import redis_servers as rs
 from tests.support.control_plane import ControlPlane
 from tests.support.operator_process import OperatorProcess, operator_env
@@ -310,19 +310,6 @@ def test_library_that_can_crash_a_server_is_refused_before_loading(
     assert valkey_standalone.is_running()
 
 
-def _metrics(operator: OperatorProcess) -> dict[str, float]:
-    import urllib.request
-
-    with urllib.request.urlopen(operator.health_url.replace("/healthz", "/metrics"), timeout=5) as response:
-        text = response.read().decode()
-    values: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            values[name] = float(value)
-    return values
-
-
 def test_metrics_move_with_library_states(
     control_plane: ControlPlane,
     crd_installed: None,
@@ -338,18 +325,18 @@ def test_metrics_move_with_library_states(
     ready_key = 'redis_functions_operator_libraries{state="ready"}'
     env = operator_env(control_plane.env())
     with OperatorProcess(env, tmp_path / "operator.log", args=("--namespace", namespace)) as operator:
-        before = _metrics(operator)
+        before = operator_metrics(operator)
         assert before[stalled_key] == before[ready_key] == 0
         broken = f"#!lua name={unique_name}\nredis.register_function('{unique_name}_f', function()\n"
         libs.apply("lib", [redis_standalone.address], code=broken)
         libs.wait_condition("lib", "Stalled", "True", reason="CompileError")
-        stalled = _metrics(operator)
+        stalled = operator_metrics(operator)
         assert stalled[stalled_key] == 1
         assert stalled[ready_key] == 0
         assert stalled['redis_functions_operator_reconciles_total{outcome="permanent"}'] >= 1
         libs.apply("lib", [redis_standalone.address], code=library_code(unique_name))
         libs.wait_ready("lib")
-        fixed = _metrics(operator)
+        fixed = operator_metrics(operator)
         assert fixed[stalled_key] == 0
         assert fixed[ready_key] == 1
         assert fixed['redis_functions_operator_redis_commands_total{command="FUNCTION LOAD",result="ok"}'] >= 1

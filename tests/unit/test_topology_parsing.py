@@ -52,7 +52,10 @@ def test_fingerprint_reasons() -> None:
     assert before.changes_since(before) == []
     assert before.changes_since(None) == []
     flushed = Fingerprint({"a:1": NodePrint("0-100", "r1", 0, 0), "b:1": NodePrint("101-200", "r2", 3, 9)}, {})
-    assert flushed.changes_since(before) == ["a:1 libraries changed (3 -> 0 libraries, 9 -> 0 functions)"]
+    assert flushed.changes_since(before) == ["a:1 libraries removed (3 -> 0 libraries, 9 -> 0 functions)"]
+    assert before.changes_since(flushed) == []  # libraries added (the operator's own loads, say) wake nobody
+    fewer_functions = Fingerprint({**before.primaries, "a:1": NodePrint("0-100", "r1", 3, 8)}, {})
+    assert fewer_functions.changes_since(before) == ["a:1 libraries removed (3 -> 3 libraries, 9 -> 8 functions)"]
     flushed_and_put_back = Fingerprint(
         {"a:1": NodePrint("0-100", "r1", 3, 9, (1, 0, 0)), "b:1": NodePrint("101-200", "r2", 3, 9)}, {}
     )

@@ -48,6 +48,7 @@ from redis_functions_operator.reconcile.status import Attempt, Failure, render_s
 from redis_functions_operator.redis import sync as engine
 from redis_functions_operator.redis.connect import Connector, Target
 from redis_functions_operator.redis.errors import ErrorKind
+from redis_functions_operator.redis.listing import Listings
 from redis_functions_operator.redis.sync import Outcome, SyncResult
 from redis_functions_operator.redis.topology import Topology, TopologyError, discover
 
@@ -62,6 +63,10 @@ class ControllerSettings:
     redis_timeout: float = 5.0
     connector_idle_seconds: float = 600.0
     poll_interval: float = DEFAULT_INTERVAL  # how often each target's watcher looks for a moved Redis
+    # A target change wakes every library of the target; from this many on, they share one FUNCTION LIST WITHCODE
+    # per primary (redis/listing.py) instead of each reading every primary. Below it, per-library reads are cheaper
+    # (a full listing carries every library's code). 0: never.
+    listing_burst: int = 16
 
 
 @dataclass
@@ -101,6 +106,8 @@ class Controller:
         self._heartbeat = time.monotonic()
         self.ownership = Ownership(self._created_of, self.queue.add)
         self.watchers = TargetWatchers(self._on_target_change, self._connector, self.settings.poll_interval)
+        # Listings live no longer than one poll interval: the watcher's next poll is what would notice a change.
+        self.listings = Listings(max_age=self.settings.poll_interval)
         self.statuses = StatusWriter(kube)
 
     # --- inputs from the watch ------------------------------------------------------------------------------------
@@ -140,6 +147,7 @@ class Controller:
 
     def _on_target_change(self, target: Target, reasons: list[str]) -> None:
         metrics.TARGET_CHANGES.inc()
+        self.listings.invalidate(target)
         for key in self.watchers.keys_of(target):
             tracked = self._objects.get(key)  # type: ignore[call-overload]
             if tracked is not None:
@@ -166,6 +174,7 @@ class Controller:
             while True:
                 await asyncio.sleep(30)
                 await self._close_idle_connectors()
+                self.listings.drop_expired()
         finally:
             for task in workers:
                 task.cancel()
@@ -304,7 +313,12 @@ class Controller:
             )
             return await self._fail(tracked, ref, base, previous, Failure("NodeLostDuringLoad", message, True), 300.0)
         connector = self._connector(resolved.target)
-        result = await engine.sync(library, resolved.target, connector=connector, topology=topology)
+        known = None
+        if topology is not None and tracked.wake_reasons and self._burst(resolved.target):
+            # every library of this target was woken at once: one full listing per primary serves them all
+            known = await self.listings.known(resolved.target, topology, connector)
+            metrics.SHARED_LISTING_SYNCS.inc()
+        result = await engine.sync(library, resolved.target, connector=connector, topology=topology, known=known)
         delay = self._next_delay(tracked, spec, result)
         if result.error is not None and result.error.kind is ErrorKind.LOST_DURING_LOAD:
             tracked.lost_sha, tracked.lost_request = library.sha256, controls.reconcile_requested_at
@@ -316,6 +330,10 @@ class Controller:
         tracked.wake_reasons = []
         await self._write_status(ref, attempt, previous)
         return delay
+
+    def _burst(self, target: Target) -> bool:
+        burst = self.settings.listing_burst
+        return burst > 0 and self.watchers.key_count(target) >= burst
 
     def _next_delay(self, tracked: Tracked, spec: LibrarySpec, result: SyncResult) -> float:
         if result.ok:

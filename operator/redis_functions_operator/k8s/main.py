@@ -51,7 +51,7 @@ def load_kubernetes_config() -> None:
 
 async def _serve(args: argparse.Namespace) -> None:
     metrics.install()
-    settings = ControllerSettings(poll_interval=float(args.poll_interval))
+    settings = ControllerSettings(poll_interval=float(args.poll_interval), listing_burst=int(args.listing_burst))
     configuration = k8s.Configuration.get_default_copy()
     configuration.connection_pool_maxsize = 32  # as many connections as Kube's threads, and some for events
     controller = Controller(Kube(k8s.ApiClient(configuration)), settings)

@@ -78,6 +78,11 @@ TARGET_CHANGES = Counter(
     "Times a target watcher saw the deployment move (flush, restart, failover, new primary, slots, reachability).",
     registry=REGISTRY,
 )
+SHARED_LISTING_SYNCS = Counter(
+    f"{PREFIX}_shared_listing_syncs",
+    "Reconciles woken by a target change that took their first read from a listing shared by the burst.",
+    registry=REGISTRY,
+)
 WATCHED_TARGETS = Gauge(f"{PREFIX}_watched_targets", "Distinct targets being watched.", registry=REGISTRY)
 QUEUE_DEPTH = Gauge(f"{PREFIX}_queue_depth", "Objects scheduled in the work queue.", registry=REGISTRY)
 

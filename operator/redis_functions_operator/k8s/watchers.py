@@ -68,6 +68,9 @@ class TargetWatchers:
             return None
         return seen[0]
 
+    def key_count(self, target: Target) -> int:
+        return len(self._keys.get(target, ()))
+
     def keys_of(self, target: Target) -> set[Hashable]:
         return set(self._keys.get(target, ()))
 

@@ -30,7 +30,7 @@ hides another's.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -132,19 +132,32 @@ class Snapshot:
         return NodeState.DIFFERENT
 
 
+#: What a sync may take instead of its first read: per primary, every library that primary listed a moment ago
+#: (library name -> snapshot). See ``redis/listing.py`` for who provides it and why it is safe.
+Known = Mapping[Endpoint, Mapping[str, Snapshot]]
+
+
 # --- public entry points -------------------------------------------------------------------------------------------
 
 
 async def sync(
-    library: Library, target: Target, *, connector: Connector | None = None, topology: Topology | None = None
+    library: Library,
+    target: Target,
+    *,
+    connector: Connector | None = None,
+    topology: Topology | None = None,
+    known: Known | None = None,
 ) -> SyncResult:
-    """Make ``library`` present and verified on every primary of ``target``."""
+    """Make ``library`` present and verified on every primary of ``target``.
+
+    ``known`` replaces the first read of the primaries it covers (a listing shared by a burst of syncs); the
+    others are read as usual, and every node loaded is read back whatever ``known`` said."""
     async with _connector_for(target, connector) as conn:
         try:
             topo = topology or await discover(target, conn)
         except TopologyError as exc:
             return SyncResult(library.name, library.sha256, None, (), error=exc.error)
-        return await _sync(library, topo, conn)
+        return await _sync(library, topo, conn, known or {})
 
 
 async def sync_many(
@@ -172,7 +185,7 @@ async def sync_many(
 
         async def one(library: Library) -> SyncResult:
             async with gate:
-                result = await _sync(library, topo, conn)
+                result = await _sync(library, topo, conn, {})
             if on_done:
                 on_done(result)
             return result
@@ -236,13 +249,13 @@ class InspectResult:
 # --- the engine ----------------------------------------------------------------------------------------------------
 
 
-async def _sync(library: Library, topo: Topology, conn: Connector) -> SyncResult:
+async def _sync(library: Library, topo: Topology, conn: Connector, known: Known) -> SyncResult:
     unreachable = [NodeResult(n, Outcome.FAILED, error=e) for n, e in topo.unreachable]
     if not topo.primaries:
         error = topo.unreachable[0][1] if topo.unreachable else NodeError(ErrorKind.TOPOLOGY, "no primary found")
         return SyncResult(library.name, library.sha256, topo, tuple(unreachable), error=error)
 
-    snapshots = await asyncio.gather(*(read_library(conn, n, library.name) for n in topo.primaries))
+    snapshots = await asyncio.gather(*(_first_read(conn, n, library.name, known) for n in topo.primaries))
     unreadable = [NodeResult(s.node, Outcome.FAILED, error=s.error) for s in snapshots if s.error is not None]
     readable = [s for s in snapshots if s.error is None]
     if any(case_clash(s.functions) for s in readable):
@@ -443,6 +456,14 @@ async def _function_owner(conn: Connector, node: Node, function: str) -> str | N
 # --- reading -------------------------------------------------------------------------------------------------------
 
 
+async def _first_read(conn: Connector, node: Node, name: str, known: Known) -> Snapshot:
+    listing = known.get(node.endpoint)
+    if listing is None:
+        return await read_library(conn, node, name)
+    held = listing.get(name)
+    return Snapshot(node) if held is None else replace(held, node=node)
+
+
 async def read_library(conn: Connector, node: Node, name: str) -> Snapshot:
     """This node's copy of library ``name`` (exact-name match), or why it could not be read."""
     try:
@@ -548,6 +569,7 @@ def _connector_for(target: Target, connector: Connector | None) -> _ConnectorSco
 __all__ = [
     "Endpoint",
     "InspectResult",
+    "Known",
     "NodeResult",
     "NodeState",
     "Outcome",

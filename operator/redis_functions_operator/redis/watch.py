@@ -13,7 +13,9 @@ failover (a replica promoted)                 the set of primaries (and ROLE)
 a new primary (CLUSTER MEET, 0 slots)         the set of primaries
 slots moved to a primary (reshard)            that primary's slot ranges
 a primary unreachable / back                  that node's probe error
-another library loaded or removed             the counts (so a function-name conflict is retried when it goes)
+another library removed                       the counts going down (so a function-name conflict is retried when
+                                              the other library goes; a load is not reported: it cannot make a
+                                              Ready library wrong, and the operator's own loads would wake all)
 ============================================  =====================================================================
 
 One poll = topology discovery (CLUSTER SHARDS, then ROLE + INFO server per primary in one round trip, or the
@@ -78,9 +80,12 @@ class Fingerprint:
                     if after != was
                 ]
                 reasons.append(f"{address} ran {', '.join(what)}")
-            elif (new.libraries, new.functions) != (before.libraries, before.functions):
+            elif new.libraries < before.libraries or new.functions < before.functions:
+                # Only a removal can hurt a library or free a function name another one waits for. More libraries
+                # cannot make a Ready one wrong (replacing one leaves the counts alone), and the operator's own
+                # loads add them: waking every library for that doubled the work of filling a new primary.
                 reasons.append(
-                    f"{address} libraries changed ({before.libraries} -> {new.libraries} libraries, "
+                    f"{address} libraries removed ({before.libraries} -> {new.libraries} libraries, "
                     f"{before.functions} -> {new.functions} functions)"
                 )
             if new.slots != before.slots:
