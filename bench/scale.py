@@ -152,10 +152,11 @@ def main() -> int:
                 joins.append(round(time.perf_counter() - joined, 2))
                 done = reconciles(metrics(operator)) - reconciles_before
                 print(f"new primary got {n} libraries in {joins[-1]} s ({done:.0f} reconciles)")
-            results["repair_after_flush_s"] = statistics.median(flushes)
-            results["new_primary_filled_s"] = statistics.median(joins)
-            results["repair_after_flush_all_s"] = flushes
-            results["new_primary_filled_all_s"] = joins
+            if flushes:
+                results["repair_after_flush_s"] = statistics.median(flushes)
+                results["new_primary_filled_s"] = statistics.median(joins)
+                results["repair_after_flush_all_s"] = flushes
+                results["new_primary_filled_all_s"] = joins
             results["rss_mb_after_repairs"] = round(metrics(operator)["process_resident_memory_bytes"] / 2**20, 1)
             print(f"operator RSS after both repairs: {results['rss_mb_after_repairs']} MB")
         finally:
