@@ -361,3 +361,44 @@ def test_zz_logs_events_and_status_never_hold_secrets_or_code(
     for secret in ("e2e-Pass-Word-7", "not-the-password", control_plane.token):
         assert secret not in events
         assert secret not in json.dumps([o.get("status") for o in json.loads(statuses)["items"]])
+
+
+def test_references_are_read_from_the_watch_not_fetched_on_every_reconcile(
+    control_plane: ControlPlane,
+    crd_installed: None,
+    request: pytest.FixtureRequest,
+    redis_standalone: rs.RedisServer,
+    tmp_path: Path,
+    unique_name: str,
+) -> None:
+    """A ConfigMap edit and forced reconciles are served from the watch's copy: no GET after the first reads, and
+    the edited code still goes out. (A private operator, so the counters are this test's alone.)"""
+    namespace = next(make_namespace(control_plane, request, "refs"))
+    libs = Libraries(control_plane, namespace)
+    api = 'redis_functions_operator_reference_reads_total{kind="ConfigMap",source="api"}'
+    watch = 'redis_functions_operator_reference_reads_total{kind="ConfigMap",source="watch"}'
+    v1, v2 = library_code(unique_name, "return 'cm1'"), library_code(unique_name, "return 'cm2'")
+    libs.kubectl("create", "configmap", "code", f"--from-literal=lib.lua={v1}")
+    env = operator_env(control_plane.env())
+    with OperatorProcess(env, tmp_path / "operator.log", args=("--namespace", namespace)) as operator:
+        code_from = {"configMapKeyRef": {"name": "code", "key": "lib.lua"}}
+        libs.apply("lib", [redis_standalone.address], codeFrom=code_from, libraryName=unique_name)
+        libs.wait_ready("lib")
+        first = operator_metrics(operator)
+        libs.kubectl("patch", "configmap", "code", "--type=merge", "-p", json.dumps({"data": {"lib.lua": v2}}))
+        rs.wait_until(
+            lambda: redis_standalone.function_libraries().get(unique_name) == v2.encode(),
+            timeout=10,
+            message="the edited code on the server",
+        )
+        for attempt in range(3):
+            stamp = f"2026-11-29T00:00:0{attempt}Z"
+            libs.kubectl("annotate", "rfl", "lib", f"redisfunctions.dev/reconcile-requested-at={stamp}", "--overwrite")
+        rs.wait_until(
+            lambda: operator_metrics(operator)[watch] >= first.get(watch, 0) + 4,
+            timeout=10,
+            message="the edit and three forced reconciles to read the ConfigMap",
+        )
+        after = operator_metrics(operator)
+    assert first[api] <= 1  # at most the very first read, before the watch delivered the ConfigMap
+    assert after[api] == first[api], "a reconcile fetched the ConfigMap instead of using the watch's copy"

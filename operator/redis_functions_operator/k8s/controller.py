@@ -154,14 +154,24 @@ class Controller:
                 tracked.wake_reasons = list(reasons)
                 self.queue.add(key)  # type: ignore[arg-type]
 
-    def observe_reference(self, kind: RefKind, namespace: str, name: str) -> int:
-        """A Secret or ConfigMap changed: wake every library that reads it. Returns how many were woken."""
-        woken = 0
-        for key, tracked in self._objects.items():
-            if key[0] == namespace and (kind, name) in tracked.refs:
-                self.queue.add(key)
-                woken += 1
-        return woken
+    def observe_reference(
+        self, kind: RefKind, namespace: str, name: str, body: Mapping[str, Any] | None = None, deleted: bool = False
+    ) -> int:
+        """A Secret or ConfigMap changed: keep the watch's copy if a library reads it (before waking anyone), then
+        wake every library that reads it. Returns how many were woken."""
+        readers = [
+            key for key, tracked in self._objects.items() if key[0] == namespace and (kind, name) in tracked.refs
+        ]
+        ref_key = (kind, namespace, name)
+        if (readers or self.kube.references.knows(ref_key)) and (body is not None or deleted):
+            self.kube.references.watched(ref_key, None if deleted else body)
+        for key in readers:
+            self.queue.add(key)
+        return len(readers)
+
+    def _forget_unread_references(self) -> None:
+        wanted = [(kind, key[0], name) for key, tracked in self._objects.items() for kind, name in tracked.refs]
+        self.kube.references.keep_only(wanted)
 
     # --- the loop -------------------------------------------------------------------------------------------------
 
@@ -175,6 +185,7 @@ class Controller:
                 await asyncio.sleep(30)
                 await self._close_idle_connectors()
                 self.listings.drop_expired()
+                self._forget_unread_references()
         finally:
             for task in workers:
                 task.cancel()

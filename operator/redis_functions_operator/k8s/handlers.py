@@ -98,15 +98,15 @@ def library_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None
 
 
 @kopf.on.event("", "v1", "secrets", registry=registry)
-def secret_event(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+def secret_event(type: str, body: kopf.Body, namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
     if namespace:
-        memo.controller.observe_reference(RefKind.SECRET, namespace, name)
+        memo.controller.observe_reference(RefKind.SECRET, namespace, name, body, deleted=type == "DELETED")
 
 
 @kopf.on.event("", "v1", "configmaps", registry=registry)
-def config_map_event(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+def config_map_event(type: str, body: kopf.Body, namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
     if namespace:
-        memo.controller.observe_reference(RefKind.CONFIG_MAP, namespace, name)
+        memo.controller.observe_reference(RefKind.CONFIG_MAP, namespace, name, body, deleted=type == "DELETED")
 
 
 def _needs_cleanup(body: kopf.Body, **_: Any) -> bool:

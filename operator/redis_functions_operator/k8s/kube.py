@@ -2,7 +2,8 @@
 
 The official ``kubernetes`` client is synchronous; every call here runs in a worker thread (``asyncio.to_thread``)
 so a slow API server never stalls Redis work. kopf watches and manages finalizers with its own client; this module
-is only for what kopf does not do: reading Secrets/ConfigMaps, writing ``status``, posting Events.
+is only for what kopf does not do: reading Secrets/ConfigMaps (the watch's copies first: ``references.py``), writing
+``status``, posting Events.
 """
 
 from __future__ import annotations
@@ -14,12 +15,16 @@ import datetime as dt
 import functools
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
+
+from redis_functions_operator.k8s import metrics
+from redis_functions_operator.k8s.references import Data, References
+from redis_functions_operator.reconcile.spec import RefKind
 
 GROUP = "redisfunctions.dev"
 VERSION = "v1alpha1"
@@ -65,6 +70,7 @@ class Kube:
         # parallel, and a slow API server cannot starve kopf's own sync work.
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kube")
         self._events: asyncio.Queue[tuple[ObjectRef, str, str, str]] | None = None
+        self.references = References()  # the watch's copies of referenced Secrets/ConfigMaps
         self._posters: list[asyncio.Task[None]] = []
 
     # --- events, posted in the background ----------------------------------------------------------------------
@@ -112,9 +118,29 @@ class Kube:
         return any(r.name == PLURAL for r in (found.resources or []))
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, bytes] | None:
-        """A Secret's decoded data, or None when it does not exist."""
+        """A Secret's decoded data, or None when it does not exist (from the watch's copy when it has one)."""
+        return await self._read_reference(RefKind.SECRET, namespace, name, self._get_secret)
+
+    async def read_config_map(self, namespace: str, name: str) -> dict[str, bytes] | None:
+        """A ConfigMap's data and binaryData as bytes, or None when it does not exist."""
+        return await self._read_reference(RefKind.CONFIG_MAP, namespace, name, self._get_config_map)
+
+    async def _read_reference(
+        self, kind: RefKind, namespace: str, name: str, get: Callable[[str, str], Awaitable[Data | None]]
+    ) -> Data | None:
         if not _OBJECT_NAME.fullmatch(name):
-            return None  # "." or ".." would address the namespace or the list, not a Secret
+            return None  # "." or ".." would address the namespace or the list, not an object
+        key = (kind, namespace, name)
+        known, data = self.references.lookup(key)
+        metrics.REFERENCE_READS.labels(kind.value, "watch" if known else "api").inc()
+        if known:
+            return data
+        asked = self.references.now()
+        data = await get(namespace, name)
+        self.references.fetched(key, data, asked)
+        return data
+
+    async def _get_secret(self, namespace: str, name: str) -> Data | None:
         try:
             secret = await self._call(
                 self._core.read_namespaced_secret, name, namespace, _request_timeout=self._timeout
@@ -125,10 +151,7 @@ class Kube:
             raise
         return {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
 
-    async def read_config_map(self, namespace: str, name: str) -> dict[str, bytes] | None:
-        """A ConfigMap's data and binaryData as bytes, or None when it does not exist."""
-        if not _OBJECT_NAME.fullmatch(name):
-            return None
+    async def _get_config_map(self, namespace: str, name: str) -> Data | None:
         try:
             cm = await self._call(
                 self._core.read_namespaced_config_map, name, namespace, _request_timeout=self._timeout

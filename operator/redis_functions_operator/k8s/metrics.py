@@ -83,6 +83,12 @@ SHARED_LISTING_SYNCS = Counter(
     "Reconciles woken by a target change that took their first read from a listing shared by the burst.",
     registry=REGISTRY,
 )
+REFERENCE_READS = Counter(
+    f"{PREFIX}_reference_reads",
+    "Secret/ConfigMap reads by where the answer came from: watch (the watch's copy) or api (a GET).",
+    ["kind", "source"],
+    registry=REGISTRY,
+)
 WATCHED_TARGETS = Gauge(f"{PREFIX}_watched_targets", "Distinct targets being watched.", registry=REGISTRY)
 QUEUE_DEPTH = Gauge(f"{PREFIX}_queue_depth", "Objects scheduled in the work queue.", registry=REGISTRY)
 
