@@ -312,6 +312,18 @@ async def test_wrong_password_is_a_clear_permanent_error(
     assert ok.ok
 
 
+async def test_a_server_that_echoes_the_password_never_gets_it_into_a_result(
+    server_factory: Callable[..., rs.RedisServer], unique_name: str
+) -> None:
+    """With AUTH renamed away, Redis answers "unknown command 'AUTH', with args beginning with: '<password>'": the
+    connector scrubs the password from every error, for a single call and for a pipelined load alike."""
+    server = server_factory("redis", extra_config=['rename-command AUTH ""'])
+    password = "Echoed-Horse-Battery-77"
+    result = await engine.sync(make_library(unique_name), target_of(server, credentials=Credentials(None, password)))
+    assert result.error is not None and "AUTH" in result.error.message
+    assert password not in str(result) and "***" in result.error.message
+
+
 async def test_acl_user_without_function_permission(
     server_factory: Callable[..., rs.RedisServer], unique_name: str
 ) -> None:

@@ -13,9 +13,10 @@ connection arguments.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -191,22 +192,9 @@ class Connector:
         """Send one command to one node, bounded by a deadline on top of the socket timeout (which does not cover a
         slow multi-part reply). Errors propagate for :func:`errors.classify`."""
         client = self.client(endpoint, authenticate=authenticate)
-        started = time.perf_counter()
-        ok = False
-        try:
+        with self._sending((args,)):
             async with asyncio.timeout(self.target.timeout * 2):  # unlike wait_for, no Task per call
-                reply = await client.execute_command(*args)  # type: ignore[no-untyped-call]
-            ok = True
-            return reply
-        except Exception as exc:
-            self._scrub(exc)
-            raise
-        finally:
-            if _OBSERVERS:
-                name = command_name(args)
-                elapsed = time.perf_counter() - started
-                for observer in _OBSERVERS:
-                    observer(name, elapsed, ok)
+                return await client.execute_command(*args)  # type: ignore[no-untyped-call]
 
     async def call_many(self, endpoint: Endpoint, *commands: tuple[Any, ...]) -> list[Any]:
         """Several commands to one node in one round trip (a plain pipeline, no MULTI): each reply, or the error
@@ -214,24 +202,33 @@ class Connector:
         pipe = self.client(endpoint).pipeline(transaction=False)
         for args in commands:
             pipe.execute_command(*args)
+        with self._sending(commands):
+            async with asyncio.timeout(self.target.timeout * 2):
+                replies = list(await pipe.execute(raise_on_error=False))
+        for reply in replies:
+            if isinstance(reply, BaseException):
+                self._scrub(reply)
+        return replies
+
+    @contextlib.contextmanager
+    def _sending(self, commands: Sequence[tuple[Any, ...]]) -> Iterator[None]:
+        """Around one round trip: scrub the password from any error, and tell the observers (each command gets its
+        share of the round trip's time)."""
         started = time.perf_counter()
         ok = False
         try:
-            async with asyncio.timeout(self.target.timeout * 2):
-                replies = list(await pipe.execute(raise_on_error=False))
+            yield
             ok = True
         except Exception as exc:
             self._scrub(exc)
             raise
         finally:
-            elapsed = time.perf_counter() - started
-            for observer in _OBSERVERS:
+            if _OBSERVERS:
+                share = (time.perf_counter() - started) / len(commands)
                 for args in commands:
-                    observer(command_name(args), elapsed / len(commands), ok)
-        for reply in replies:
-            if isinstance(reply, BaseException):
-                self._scrub(reply)
-        return replies
+                    name = command_name(args)
+                    for observer in _OBSERVERS:
+                        observer(name, share, ok)
 
     def _scrub(self, exc: BaseException) -> None:
         creds = self.target.credentials
