@@ -11,6 +11,7 @@ statements read up to that point stay available.
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -649,7 +650,25 @@ class _Parser:
 
 
 def parse(code: bytes | str) -> Parsed:
-    """Tokenize and parse a library source (the shebang line is skipped), then resolve names. Never raises."""
+    """Tokenize and parse a library source (the shebang line is skipped), then resolve names. Never raises.
+
+    The trees of the last few sources up to 64 KiB are kept and shared: a library is read for its functions and
+    then for the crash check, and parsing is the expensive part of both. (Bigger trees are not kept: a 1 MiB
+    source makes a tree of many megabytes.) Treat the result as read-only."""
+    if len(code) <= _SHARED_TREE_LIMIT:
+        return _parse_shared(code)
+    return _parse(code)
+
+
+_SHARED_TREE_LIMIT = 64 * 1024
+
+
+@functools.lru_cache(maxsize=4)
+def _parse_shared(code: bytes | str) -> Parsed:
+    return _parse(code)
+
+
+def _parse(code: bytes | str) -> Parsed:
     tokens = tokenize(code)
     parser = _Parser(tokens.tokens)
     body: list[Stat] = []
