@@ -19,7 +19,6 @@ import statistics
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,13 +34,8 @@ from tests.support.operator_process import OperatorProcess, operator_env  # noqa
 
 
 def commands_sent(operator: OperatorProcess) -> float:
-    with urllib.request.urlopen(operator.health_url.replace("/healthz", "/metrics"), timeout=5) as response:
-        text = response.read().decode()
-    return sum(
-        float(line.rpartition(" ")[2])
-        for line in text.splitlines()
-        if line.startswith("redis_functions_operator_redis_commands_total{")
-    )
+    values = operator.metrics()
+    return sum(v for k, v in values.items() if k.startswith("redis_functions_operator_redis_commands_total{"))
 
 
 def libraries_on(server: rs.RedisServer) -> int:

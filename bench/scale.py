@@ -19,7 +19,6 @@ import statistics
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,17 +33,6 @@ from tests.support.control_plane import ControlPlane  # noqa: E402
 from tests.support.operator_process import OperatorProcess, operator_env  # noqa: E402
 
 NAMESPACE = "scale"
-
-
-def metrics(operator: OperatorProcess) -> dict[str, float]:
-    with urllib.request.urlopen(operator.health_url.replace("/healthz", "/metrics"), timeout=10) as response:
-        text = response.read().decode()
-    values: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            values[name] = float(value)
-    return values
 
 
 def commands(values: dict[str, float]) -> float:
@@ -128,9 +116,9 @@ def main() -> int:
 
             if args.idle_window > 0:
                 time.sleep(5)
-                before, t0 = metrics(operator), time.perf_counter()
+                before, t0 = operator.metrics(), time.perf_counter()
                 time.sleep(args.idle_window)
-                after, t1 = metrics(operator), time.perf_counter()
+                after, t1 = operator.metrics(), time.perf_counter()
                 cpu = after["process_cpu_seconds_total"] - before["process_cpu_seconds_total"]
                 results["idle_cpu_percent_of_core"] = round(100 * cpu / (t1 - t0), 2)
                 results["idle_redis_commands_per_s"] = round((commands(after) - commands(before)) / (t1 - t0), 1)
@@ -145,19 +133,19 @@ def main() -> int:
                 victim.admin.execute_command("FUNCTION", "FLUSH")
                 flushes.append(round(wait(lambda: libraries_on(victim) == n, 120, "flush repaired"), 2))  # noqa: B023
                 print(f"FUNCTION FLUSH with {n} libraries repaired in {flushes[-1]} s")
-                reconciles_before = reconciles(metrics(operator))
+                reconciles_before = reconciles(operator.metrics())
                 newcomer = cluster.add_primary(wait_healthy=False)
                 joined = time.perf_counter()
                 wait(lambda: libraries_on(newcomer) == n, 120, "new primary filled")  # noqa: B023
                 joins.append(round(time.perf_counter() - joined, 2))
-                done = reconciles(metrics(operator)) - reconciles_before
+                done = reconciles(operator.metrics()) - reconciles_before
                 print(f"new primary got {n} libraries in {joins[-1]} s ({done:.0f} reconciles)")
             if flushes:
                 results["repair_after_flush_s"] = statistics.median(flushes)
                 results["new_primary_filled_s"] = statistics.median(joins)
                 results["repair_after_flush_all_s"] = flushes
                 results["new_primary_filled_all_s"] = joins
-            results["rss_mb_after_repairs"] = round(metrics(operator)["process_resident_memory_bytes"] / 2**20, 1)
+            results["rss_mb_after_repairs"] = round(operator.metrics()["process_resident_memory_bytes"] / 2**20, 1)
             print(f"operator RSS after both repairs: {results['rss_mb_after_repairs']} MB")
         finally:
             operator.stop()

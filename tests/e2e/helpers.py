@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.request
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import yaml
 
 from tests.support.control_plane import ControlPlane
-from tests.support.operator_process import OperatorProcess
 
 
 def library_code(name: str, body: str = "return 'v1'", functions: Iterable[str] = ("f",)) -> str:
@@ -117,15 +115,3 @@ class Libraries:
 
     def patch_spec(self, name: str, spec: dict[str, Any]) -> None:
         self.kubectl("patch", "rfl", name, "--type=merge", "-p", json.dumps({"spec": spec}))
-
-
-def operator_metrics(operator: OperatorProcess) -> dict[str, float]:
-    """The operator's /metrics, as ``{'name{labels}': value}``."""
-    with urllib.request.urlopen(operator.health_url.replace("/healthz", "/metrics"), timeout=5) as response:
-        text = response.read().decode()
-    values: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            values[name] = float(value)
-    return values

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.e2e.helpers import Libraries, library_code, operator_metrics
+from tests.e2e.helpers import Libraries, library_code
 from tests.support import redis_servers as rs
 from tests.support.operator_process import OperatorProcess
 
@@ -27,7 +27,7 @@ def holds(server: rs.RedisServer, name: str, code: str) -> bool:
 
 
 def shared_listing_syncs(operator: OperatorProcess) -> float:
-    return operator_metrics(operator).get("redis_functions_operator_shared_listing_syncs_total", 0.0)
+    return operator.metrics().get("redis_functions_operator_shared_listing_syncs_total", 0.0)
 
 
 def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> float:

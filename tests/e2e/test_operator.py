@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import make_namespace
-from tests.e2e.helpers import Libraries, library_code, operator_metrics
+from tests.e2e.helpers import Libraries, library_code
 from tests.support import redis_servers as rs
 from tests.support.control_plane import ControlPlane
 from tests.support.operator_process import OperatorProcess, operator_env
@@ -325,18 +325,18 @@ def test_metrics_move_with_library_states(
     ready_key = 'redis_functions_operator_libraries{state="ready"}'
     env = operator_env(control_plane.env())
     with OperatorProcess(env, tmp_path / "operator.log", args=("--namespace", namespace)) as operator:
-        before = operator_metrics(operator)
+        before = operator.metrics()
         assert before[stalled_key] == before[ready_key] == 0
         broken = f"#!lua name={unique_name}\nredis.register_function('{unique_name}_f', function()\n"
         libs.apply("lib", [redis_standalone.address], code=broken)
         libs.wait_condition("lib", "Stalled", "True", reason="CompileError")
-        stalled = operator_metrics(operator)
+        stalled = operator.metrics()
         assert stalled[stalled_key] == 1
         assert stalled[ready_key] == 0
         assert stalled['redis_functions_operator_reconciles_total{outcome="permanent"}'] >= 1
         libs.apply("lib", [redis_standalone.address], code=library_code(unique_name))
         libs.wait_ready("lib")
-        fixed = operator_metrics(operator)
+        fixed = operator.metrics()
         assert fixed[stalled_key] == 0
         assert fixed[ready_key] == 1
         assert fixed['redis_functions_operator_redis_commands_total{command="FUNCTION LOAD",result="ok"}'] >= 1
@@ -384,7 +384,7 @@ def test_references_are_read_from_the_watch_not_fetched_on_every_reconcile(
         code_from = {"configMapKeyRef": {"name": "code", "key": "lib.lua"}}
         libs.apply("lib", [redis_standalone.address], codeFrom=code_from, libraryName=unique_name)
         libs.wait_ready("lib")
-        first = operator_metrics(operator)
+        first = operator.metrics()
         libs.kubectl("patch", "configmap", "code", "--type=merge", "-p", json.dumps({"data": {"lib.lua": v2}}))
         rs.wait_until(
             lambda: redis_standalone.function_libraries().get(unique_name) == v2.encode(),
@@ -395,10 +395,10 @@ def test_references_are_read_from_the_watch_not_fetched_on_every_reconcile(
             stamp = f"2026-11-29T00:00:0{attempt}Z"
             libs.kubectl("annotate", "rfl", "lib", f"redisfunctions.dev/reconcile-requested-at={stamp}", "--overwrite")
         rs.wait_until(
-            lambda: operator_metrics(operator)[watch] >= first.get(watch, 0) + 4,
+            lambda: operator.metrics()[watch] >= first.get(watch, 0) + 4,
             timeout=10,
             message="the edit and three forced reconciles to read the ConfigMap",
         )
-        after = operator_metrics(operator)
+        after = operator.metrics()
     assert first[api] <= 1  # at most the very first read, before the watch delivered the ConfigMap
     assert after[api] == first[api], "a reconcile fetched the ConfigMap instead of using the watch's copy"

@@ -68,6 +68,17 @@ class OperatorProcess:
         except (urllib.error.URLError, OSError, ValueError):
             return None
 
+    def metrics(self, timeout: float = 10.0) -> dict[str, float]:
+        """The operator's /metrics, as ``{'name{labels}': value}``."""
+        with urllib.request.urlopen(self.health_url.replace("/healthz", "/metrics"), timeout=timeout) as response:
+            text = response.read().decode()
+        values: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                values[name] = float(value)
+        return values
+
     def stop(self, timeout: float = 20.0) -> None:
         process, self.process = self.process, None
         if process is None or process.poll() is not None:
