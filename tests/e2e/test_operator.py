@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -402,3 +403,56 @@ def test_references_are_read_from_the_watch_not_fetched_on_every_reconcile(
         after = operator.metrics()
     assert first[api] <= 1  # at most the very first read, before the watch delivered the ConfigMap
     assert after[api] == first[api], "a reconcile fetched the ConfigMap instead of using the watch's copy"
+
+
+def test_two_spellings_of_one_redis_keep_the_elder_code_through_an_operator_restart(
+    control_plane: ControlPlane,
+    crd_installed: None,
+    request: pytest.FixtureRequest,
+    redis_standalone: rs.RedisServer,
+    tmp_path: Path,
+    unique_name: str,
+) -> None:
+    """Right after a start every object is queued at once, and which spelling's lookup finishes first is luck; the
+    younger object must still never put its code on the server, not even for a moment. (The younger one is named to
+    be listed, so queued, first, and spells the address the quicker way: localhost tries ::1 first.)"""
+    namespace = next(make_namespace(control_plane, request, "spelling"))
+    libs = Libraries(control_plane, namespace)
+    elder_code, younger_code = library_code(unique_name, "return 'elder'"), library_code(unique_name, "return 'young'")
+    port = redis_standalone.port
+    env = operator_env(control_plane.env())
+    with OperatorProcess(env, tmp_path / "first.log", args=("--namespace", namespace)):
+        libs.apply("zz-elder", [f"localhost:{port}"], code=elder_code)
+        created = libs.get("zz-elder")["metadata"]["creationTimestamp"]
+        # creationTimestamp has whole seconds, and a tie goes to the name: let the younger be younger for sure
+        rs.wait_until(
+            lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) > created, timeout=3, message="the next second"
+        )
+        libs.wait_ready("zz-elder")
+        libs.apply("aa-younger", [f"127.0.0.1:{port}"], code=younger_code)
+        libs.wait_condition("aa-younger", "Stalled", "True", reason="ResourceConflict")
+
+    seen: set[bytes | None] = set()
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            seen.add(redis_standalone.function_libraries().get(unique_name))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        with OperatorProcess(env, tmp_path / "second.log", args=("--namespace", namespace)) as operator:
+
+            def both_handled() -> bool:
+                values = operator.metrics()
+                verified = values.get('redis_functions_operator_reconciles_total{outcome="verified"}', 0)
+                permanent = values.get('redis_functions_operator_reconciles_total{outcome="permanent"}', 0)
+                return verified >= 1 and permanent >= 1
+
+            rs.wait_until(both_handled, timeout=15, message="the restarted operator to handle both objects")
+    finally:
+        stop.set()
+        sampler.join(timeout=5)
+    assert seen == {elder_code.encode()}, "the younger object's code reached the server during the restart"
+    assert libs.get("aa-younger")["status"]["conditions"]

@@ -78,3 +78,33 @@ def test_unchanged_claims_wake_nobody() -> None:
     world.ownership.claim_as_written(ELDER, TARGET_A, "lib")
     world.ownership.claim_as_written(ELDER, TARGET_A, "lib")
     assert world.woken == []
+
+
+def test_a_younger_object_waits_until_an_elder_of_the_same_library_was_looked_up() -> None:
+    world = World()
+    world.ownership.claim_as_written(ELDER, TARGET_A, "lib")  # both queued at once, as after a restart
+    world.ownership.claim_as_written(YOUNGER, TARGET_B, "lib")
+    world.ownership.claim_servers(YOUNGER, "lib", ["run-1"])
+    assert world.ownership.blocker(YOUNGER) is None
+    assert world.ownership.undiscovered_elder(YOUNGER) == ELDER  # so it must not load yet
+    assert world.ownership.undiscovered_elder(ELDER) is None
+    world.ownership.claim_servers(ELDER, "lib", ["run-1"])
+    assert world.ownership.undiscovered_elder(YOUNGER) is None
+    assert world.ownership.blocker(YOUNGER) == ELDER
+
+
+def test_an_elder_that_could_not_be_looked_up_does_not_hold_anyone_back() -> None:
+    world = World()
+    world.ownership.claim_as_written(ELDER, TARGET_A, "lib")
+    world.ownership.claim_as_written(YOUNGER, TARGET_B, "lib")
+    world.ownership.claim_servers(ELDER, "lib", [])  # its Redis is down
+    world.ownership.claim_servers(YOUNGER, "lib", ["run-1"])
+    assert world.ownership.undiscovered_elder(YOUNGER) is None
+    assert world.ownership.blocker(YOUNGER) is None
+
+
+def test_other_library_names_never_wait() -> None:
+    world = World()
+    world.ownership.claim_as_written(ELDER, TARGET_A, "lib")
+    world.ownership.claim_as_written(YOUNGER, TARGET_A, "other")
+    assert world.ownership.undiscovered_elder(YOUNGER) is None

@@ -56,6 +56,9 @@ log = logging.getLogger(__name__)
 
 Key = tuple[str, str]  # (namespace, name)
 
+#: How soon an object looks again while an elder wanting the same library name has not discovered its servers.
+_ELDER_LOOKUP_WAIT = 0.2
+
 
 @dataclass(frozen=True)
 class ControllerSettings:
@@ -294,8 +297,10 @@ class Controller:
         library = library_or_failure
         self.ownership.claim_as_written(key, target_identity(spec), library.name)
         topology = await self._topology(resolved.target)
-        if topology is not None:
-            self.ownership.claim_servers(key, library.name, (n.identity for n in topology.primaries))
+        primaries = topology.primaries if topology is not None else ()
+        self.ownership.claim_servers(key, library.name, (n.identity for n in primaries))
+        if self.ownership.undiscovered_elder(key) is not None:
+            return _ELDER_LOOKUP_WAIT  # an elder wanting this library name may share our servers: let it look first
         owner = self.ownership.blocker(key)
         if owner is not None:
             self.watchers.detach(key)

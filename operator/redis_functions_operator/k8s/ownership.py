@@ -14,8 +14,11 @@ namespace/name) manages it; the others report ``ResourceConflict`` and take over
   updated on every reconcile.
 
 A claim is a *unit* (one of the above plus the library name); an object is blocked when, for any unit it holds, an
-elder object holds the same unit. Whenever a unit gains or loses a holder, the other holders are woken so each one
-re-checks: that is how a younger object learns it lost the library, and how it takes over when the elder goes.
+elder object holds the same unit. Discovered claims exist only after a lookup, so an object also waits while an
+elder wanting the same library name has not been looked up yet (right after a restart, every object is queued at
+once, and the younger one must not load its code first). Whenever a unit gains or loses a holder, the other
+holders are woken so each one re-checks: that is how a younger object learns it lost the library, and how it takes
+over when the elder goes.
 """
 
 from __future__ import annotations
@@ -34,19 +37,27 @@ class Ownership:
         self._holders: dict[Unit, set[Key]] = {}
         self._spec: dict[Key, frozenset[Unit]] = {}
         self._servers: dict[Key, frozenset[Unit]] = {}
+        self._library: dict[Key, str] = {}  # what each object wants, as far as known
+        self._discovered: set[Key] = set()  # objects whose servers were looked up at least once
 
     def claim_as_written(self, key: Key, target: Hashable, library: str) -> None:
         """``key`` wants ``library`` on the target as its spec writes it."""
+        self._library[key] = library
         self._replace(self._spec, key, frozenset({("spec", (target, library))}))
 
     def claim_servers(self, key: Key, library: str, identities: Iterable[str]) -> None:
-        """``key`` wants ``library`` on these primaries (their :attr:`Node.identity`), as just discovered."""
+        """``key`` wants ``library`` on these primaries (their :attr:`Node.identity`), as just discovered (none when
+        discovery failed: the lookup still counts as done)."""
+        self._library[key] = library
+        self._discovered.add(key)
         self._replace(self._servers, key, frozenset(("server", (library, i)) for i in identities))
 
     def release(self, key: Key) -> None:
         """The object is gone (or wants nothing any more): its claims go, and the others re-check."""
         self._replace(self._spec, key, frozenset())
         self._replace(self._servers, key, frozenset())
+        self._library.pop(key, None)
+        self._discovered.discard(key)
 
     def blocker(self, key: Key) -> Key | None:
         """The elder object that manages a library ``key`` also claims, or ``None`` when ``key`` may act."""
@@ -55,6 +66,20 @@ class Ownership:
             return None
         elders = [order for other in self._rivals(key) if (order := self._order(other)) is not None and order < mine]
         return min(elders)[1] if elders else None
+
+    def undiscovered_elder(self, key: Key) -> Key | None:
+        """An elder object wanting the same library whose servers are not known yet (typically right after the
+        operator starts, when every object is queued at once). ``key`` should wait for it: if they turn out to share
+        a primary, acting first would put the younger object's code on it for a moment."""
+        mine, library = self._order(key), self._library.get(key)
+        if mine is None or library is None:
+            return None
+        for other, wanted in self._library.items():
+            if wanted == library and other not in self._discovered and other != key:
+                order = self._order(other)
+                if order is not None and order < mine:
+                    return other
+        return None
 
     def rivals(self, key: Key) -> list[Key]:
         """Every other live object sharing a claim with ``key`` (e.g. still wanting the library it would delete)."""
