@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -291,7 +292,9 @@ class Controller:
             failure = Failure("KubernetesApiError", f"reading a referenced object: {exc.status} {exc.reason}", False)
             delay = schedule.after_transient(tracked.failures_in_a_row + 1, spec.resync_seconds)
             return await self._fail(tracked, ref, base, previous, failure, delay)
-        library_or_failure = await asyncio.to_thread(check_library, resolved.code, spec)
+        library_or_failure = check_library_if_known(resolved.code, spec)
+        if library_or_failure is None:  # a new code version: parse and lint it off the event loop
+            library_or_failure = await asyncio.to_thread(check_library, resolved.code, spec)
         if isinstance(library_or_failure, Failure):
             return await self._fail(tracked, ref, base, previous, library_or_failure, 300.0)
         library = library_or_failure
@@ -491,32 +494,47 @@ class Controller:
 
 
 def check_library(code: bytes, spec: LibrarySpec) -> Library | Failure:
-    """Parse and vet the code before any server sees it."""
+    """Parse and vet the code before any server sees it. Each code version is parsed and linted once per process
+    (a resync of a thousand unchanged libraries parses nothing; linting a 10k-function library takes seconds)."""
+    key = hashlib.sha256(code).digest()
+    vetted = _VETTED.get(key)
+    if vetted is None:
+        vetted = _vet(code)
+        if len(_VETTED) > 4096:
+            _VETTED.clear()
+        _VETTED[key] = vetted
+    return _for_spec(vetted, spec)
+
+
+def check_library_if_known(code: bytes, spec: LibrarySpec) -> Library | Failure | None:
+    """:func:`check_library` when this code version was already vetted (no work, so no thread needed), else None."""
+    vetted = _VETTED.get(hashlib.sha256(code).digest())
+    return None if vetted is None else _for_spec(vetted, spec)
+
+
+_VETTED: dict[bytes, tuple[Library | Failure, Failure | None]] = {}  # sha256 digest -> (parsed, unsafe)
+
+
+def _vet(code: bytes) -> tuple[Library | Failure, Failure | None]:
     try:
         library = parse_library(code)
     except LibraryError as exc:
-        return Failure("InvalidLibrary", f"line {exc.line}: {exc.message}", permanent=True)
+        return Failure("InvalidLibrary", f"line {exc.line}: {exc.message}", permanent=True), None
+    unsafe = unsafe_findings(code)
+    if not unsafe:
+        return library, None
+    finding = f"line {unsafe[0].line}: {unsafe[0].message}"
+    return library, Failure("UnsafeLibrary", f"refused before loading, it can crash the server: {finding}", True)
+
+
+def _for_spec(vetted: tuple[Library | Failure, Failure | None], spec: LibrarySpec) -> Library | Failure:
+    library, unsafe = vetted
+    if isinstance(library, Failure):
+        return library
     if spec.library_name and spec.library_name != library.name:
         message = f"spec.libraryName is {spec.library_name!r} but the code's shebang names {library.name!r}"
         return Failure("LibraryNameMismatch", message, permanent=True)
-    unsafe = _unsafe_cached(library.sha256, code)
-    if unsafe:
-        return Failure("UnsafeLibrary", f"refused before loading, it can crash the server: {unsafe[0]}", permanent=True)
-    return library
-
-
-_UNSAFE_CACHE: dict[str, list[str]] = {}
-
-
-def _unsafe_cached(sha256: str, code: bytes) -> list[str]:
-    """Linting a 10k-function library takes seconds: vet each code version once per process."""
-    found = _UNSAFE_CACHE.get(sha256)
-    if found is None:
-        found = [f"line {f.line}: {f.message}" for f in unsafe_findings(code)]
-        if len(_UNSAFE_CACHE) > 4096:
-            _UNSAFE_CACHE.clear()
-        _UNSAFE_CACHE[sha256] = found
-    return found
+    return unsafe or library
 
 
 _OUTCOME_OF_STATE = {"ready": "verified", "reconciling": "transient", "stalled": "permanent", "paused": "paused"}

@@ -38,17 +38,18 @@ class Ownership:
         self._spec: dict[Key, frozenset[Unit]] = {}
         self._servers: dict[Key, frozenset[Unit]] = {}
         self._library: dict[Key, str] = {}  # what each object wants, as far as known
+        self._wanting: dict[str, set[Key]] = {}  # and the other way round
         self._discovered: set[Key] = set()  # objects whose servers were looked up at least once
 
     def claim_as_written(self, key: Key, target: Hashable, library: str) -> None:
         """``key`` wants ``library`` on the target as its spec writes it."""
-        self._library[key] = library
+        self._want(key, library)
         self._replace(self._spec, key, frozenset({("spec", (target, library))}))
 
     def claim_servers(self, key: Key, library: str, identities: Iterable[str]) -> None:
         """``key`` wants ``library`` on these primaries (their :attr:`Node.identity`), as just discovered (none when
         discovery failed: the lookup still counts as done)."""
-        self._library[key] = library
+        self._want(key, library)
         self._discovered.add(key)
         self._replace(self._servers, key, frozenset(("server", (library, i)) for i in identities))
 
@@ -56,7 +57,7 @@ class Ownership:
         """The object is gone (or wants nothing any more): its claims go, and the others re-check."""
         self._replace(self._spec, key, frozenset())
         self._replace(self._servers, key, frozenset())
-        self._library.pop(key, None)
+        self._want(key, None)
         self._discovered.discard(key)
 
     def blocker(self, key: Key) -> Key | None:
@@ -74,8 +75,8 @@ class Ownership:
         mine, library = self._order(key), self._library.get(key)
         if mine is None or library is None:
             return None
-        for other, wanted in self._library.items():
-            if wanted == library and other not in self._discovered and other != key:
+        for other in self._wanting.get(library, ()):
+            if other not in self._discovered and other != key:
                 order = self._order(other)
                 if order is not None and order < mine:
                     return other
@@ -86,6 +87,17 @@ class Ownership:
         return sorted(k for k in self._rivals(key) if self._created(k) is not None)
 
     # --- internals ------------------------------------------------------------------------------------------------
+
+    def _want(self, key: Key, library: str | None) -> None:
+        old = self._library.pop(key, None)
+        if old is not None:
+            holders = self._wanting.get(old, set())
+            holders.discard(key)
+            if not holders:
+                self._wanting.pop(old, None)
+        if library is not None:
+            self._library[key] = library
+            self._wanting.setdefault(library, set()).add(key)
 
     def _rivals(self, key: Key) -> set[Key]:
         units = self._spec.get(key, frozenset()) | self._servers.get(key, frozenset())
