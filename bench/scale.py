@@ -8,7 +8,7 @@
    joined with CLUSTER MEET (0 slots) → every library on it (timed from the MEET, so the cluster's gossip and the
    watcher's next poll, up to 2 s, are included). ``--repeats`` rounds, medians reported; each round adds a primary.
 
-    .venv/bin/python bench/scale.py [--libraries 1000] [--idle-window 70] [--repeats 5] [--listing-burst 0]
+    .venv/bin/python bench/scale.py [--libraries 1000] [--idle-window 70] [--repeats 5] [--listing-burst 0] [--auth]
 """
 
 from __future__ import annotations
@@ -76,6 +76,7 @@ def main() -> int:
     parser.add_argument("--libraries", type=int, default=1000)
     parser.add_argument("--idle-window", type=float, default=70.0, help="0: skip the idle measurements")
     parser.add_argument("--repeats", type=int, default=1, help="flush + new primary rounds (each adds a primary)")
+    parser.add_argument("--auth", action="store_true", help="a password on every node, read from one Secret")
     parser.add_argument(
         "--listing-burst", type=int, default=None, help="passed to the operator (0: no shared listings, the 'before')"
     )
@@ -84,7 +85,8 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="rfo-bench-scale-"))
     results: dict[str, object] = {"libraries": n}
     with ControlPlane() as cp:
-        cluster = rs.start_cluster("redis", base_dir=work / "redis")
+        password = "bench-Scale-Pass-1" if args.auth else None
+        cluster = rs.start_cluster("redis", base_dir=work / "redis", password=password)
         extra = () if args.listing_burst is None else ("--listing-burst", str(args.listing_burst))
         operator = OperatorProcess(
             operator_env(cp.env()), work / "operator.log", args=("--namespace", NAMESPACE, *extra)
@@ -101,11 +103,18 @@ def main() -> int:
                     "metadata": {"name": f"lib{i:04d}", "namespace": NAMESPACE},
                     "spec": {
                         "code": f"#!lua name=lib{i:04d}\nredis.register_function('lib{i:04d}_f', function() end)\n",
-                        "target": {"endpoints": seeds},
+                        "target": {
+                            "endpoints": seeds,
+                            **({"auth": {"secretRef": {"name": "auth"}}} if password else {}),
+                        },
                     },
                 }
                 for i in range(n)
             ]
+            if password:
+                cp.kubectl(
+                    "create", "secret", "generic", "auth", "-n", NAMESPACE, f"--from-literal=password={password}"
+                )
             for chunk in range(0, n, 250):
                 cp.apply_yaml(yaml.safe_dump_all(docs[chunk : chunk + 250]), server_side=True)
             started = time.perf_counter()
@@ -145,6 +154,10 @@ def main() -> int:
                 results["new_primary_filled_s"] = statistics.median(joins)
                 results["repair_after_flush_all_s"] = flushes
                 results["new_primary_filled_all_s"] = joins
+            final = operator.metrics()
+            for source in ("watch", "api"):
+                key = f'redis_functions_operator_reference_reads_total{{kind="Secret",source="{source}"}}'
+                results[f"secret_reads_{source}"] = final.get(key, 0.0)
             results["rss_mb_after_repairs"] = round(operator.metrics()["process_resident_memory_bytes"] / 2**20, 1)
             print(f"operator RSS after both repairs: {results['rss_mb_after_repairs']} MB")
         finally:
