@@ -7,7 +7,8 @@ import base64
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -311,21 +312,32 @@ def test_library_that_can_crash_a_server_is_refused_before_loading(
     assert valkey_standalone.is_running()
 
 
-def test_metrics_move_with_library_states(
-    control_plane: ControlPlane,
-    crd_installed: None,
-    request: pytest.FixtureRequest,
-    redis_standalone: rs.RedisServer,
-    tmp_path: Path,
-    unique_name: str,
-) -> None:
-    # A private operator on a namespace nobody else watches, so the gauges count only this test's objects.
-    namespace = next(make_namespace(control_plane, request, "metrics"))
-    libs = Libraries(control_plane, namespace)
+@dataclass
+class Private:
+    """A namespace nobody else watches, and operators started on it alone: their counters are the test's own."""
+
+    libs: Libraries
+    namespace: str
+    env: dict[str, str]
+    logs: Path
+
+    def operator(self, log: str = "operator.log") -> OperatorProcess:
+        return OperatorProcess(self.env, self.logs / log, args=("--namespace", self.namespace))
+
+
+@pytest.fixture
+def private(
+    control_plane: ControlPlane, crd_installed: None, request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Private]:
+    for namespace in make_namespace(control_plane, request, "private"):
+        yield Private(Libraries(control_plane, namespace), namespace, operator_env(control_plane.env()), tmp_path)
+
+
+def test_metrics_move_with_library_states(private: Private, redis_standalone: rs.RedisServer, unique_name: str) -> None:
+    libs = private.libs
     stalled_key = 'redis_functions_operator_libraries{state="stalled"}'
     ready_key = 'redis_functions_operator_libraries{state="ready"}'
-    env = operator_env(control_plane.env())
-    with OperatorProcess(env, tmp_path / "operator.log", args=("--namespace", namespace)) as operator:
+    with private.operator() as operator:
         before = operator.metrics()
         assert before[stalled_key] == before[ready_key] == 0
         broken = f"#!lua name={unique_name}\nredis.register_function('{unique_name}_f', function()\n"
@@ -365,23 +377,16 @@ def test_zz_logs_events_and_status_never_hold_secrets_or_code(
 
 
 def test_references_are_read_from_the_watch_not_fetched_on_every_reconcile(
-    control_plane: ControlPlane,
-    crd_installed: None,
-    request: pytest.FixtureRequest,
-    redis_standalone: rs.RedisServer,
-    tmp_path: Path,
-    unique_name: str,
+    private: Private, redis_standalone: rs.RedisServer, unique_name: str
 ) -> None:
     """A ConfigMap edit and forced reconciles are served from the watch's copy: no GET after the first reads, and
     the edited code still goes out. (A private operator, so the counters are this test's alone.)"""
-    namespace = next(make_namespace(control_plane, request, "refs"))
-    libs = Libraries(control_plane, namespace)
+    libs = private.libs
     api = 'redis_functions_operator_reference_reads_total{kind="ConfigMap",source="api"}'
     watch = 'redis_functions_operator_reference_reads_total{kind="ConfigMap",source="watch"}'
     v1, v2 = library_code(unique_name, "return 'cm1'"), library_code(unique_name, "return 'cm2'")
     libs.kubectl("create", "configmap", "code", f"--from-literal=lib.lua={v1}")
-    env = operator_env(control_plane.env())
-    with OperatorProcess(env, tmp_path / "operator.log", args=("--namespace", namespace)) as operator:
+    with private.operator() as operator:
         code_from = {"configMapKeyRef": {"name": "code", "key": "lib.lua"}}
         libs.apply("lib", [redis_standalone.address], codeFrom=code_from, libraryName=unique_name)
         libs.wait_ready("lib")
@@ -406,22 +411,15 @@ def test_references_are_read_from_the_watch_not_fetched_on_every_reconcile(
 
 
 def test_two_spellings_of_one_redis_keep_the_elder_code_through_an_operator_restart(
-    control_plane: ControlPlane,
-    crd_installed: None,
-    request: pytest.FixtureRequest,
-    redis_standalone: rs.RedisServer,
-    tmp_path: Path,
-    unique_name: str,
+    private: Private, redis_standalone: rs.RedisServer, unique_name: str
 ) -> None:
     """Right after a start every object is queued at once, and which spelling's lookup finishes first is luck; the
     younger object must still never put its code on the server, not even for a moment. (The younger one is named to
     be listed, so queued, first, and spells the address the quicker way: localhost tries ::1 first.)"""
-    namespace = next(make_namespace(control_plane, request, "spelling"))
-    libs = Libraries(control_plane, namespace)
+    libs = private.libs
     elder_code, younger_code = library_code(unique_name, "return 'elder'"), library_code(unique_name, "return 'young'")
     port = redis_standalone.port
-    env = operator_env(control_plane.env())
-    with OperatorProcess(env, tmp_path / "first.log", args=("--namespace", namespace)):
+    with private.operator("first.log"):
         libs.apply("zz-elder", [f"localhost:{port}"], code=elder_code)
         created = libs.get("zz-elder")["metadata"]["creationTimestamp"]
         # creationTimestamp has whole seconds, and a tie goes to the name: let the younger be younger for sure
@@ -442,7 +440,7 @@ def test_two_spellings_of_one_redis_keep_the_elder_code_through_an_operator_rest
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     try:
-        with OperatorProcess(env, tmp_path / "second.log", args=("--namespace", namespace)) as operator:
+        with private.operator("second.log") as operator:
 
             def both_handled() -> bool:
                 values = operator.metrics()
