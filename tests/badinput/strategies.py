@@ -59,7 +59,7 @@ PERMANENT_REASONS = frozenset(
         "LibraryExists",
         "InvalidDumpPayload",
         "WrongMode",
-        "NodeLostDuringLoad",
+        "NodeLostDuringLoad",  # after the second canary lost (the first loss is retried)
         "InvalidSecret",
     ]
 )

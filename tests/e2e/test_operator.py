@@ -312,6 +312,26 @@ def test_library_that_can_crash_a_server_is_refused_before_loading(
     assert valkey_standalone.is_running()
 
 
+def test_code_that_crashes_primaries_is_stopped_after_the_second_one(
+    rfl: Libraries, cluster_factory: Callable[..., rs.Cluster], unique_name: str
+) -> None:
+    """A canary lost during FUNCTION LOAD is retried once (a node killed at that moment looks the same), and a second
+    loss stops the code for good. Here the code really crashes Valkey 9.1.2 (a top-level redis.log the lint was told
+    to let through): two of three primaries go down, never the third."""
+    cluster = cluster_factory("valkey", primaries=3, replicas_per_primary=0)
+    code = (
+        f"#!lua name={unique_name}\n-- lint-ignore: top-level-log\nredis.log(redis.LOG_NOTICE, 'loading')\n"
+        f"redis.register_function('{unique_name}_f', function() return 1 end)\n"
+    )
+    rfl.apply("lib", [n.address for n in cluster.nodes], code=code, deletionPolicy="Retain")
+    stalled = rfl.wait_condition("lib", "Stalled", "True", reason="NodeLostDuringLoad", timeout=30)
+    dead = [n.address for n in cluster.nodes if not n.is_running()]
+    alive = [n for n in cluster.nodes if n.is_running()]
+    assert len(dead) == 2 and len(alive) == 1, (dead, stalled["message"])
+    assert all(address in stalled["message"] for address in dead) and "and then" in stalled["message"]
+    assert unique_name not in alive[0].function_libraries()
+
+
 @dataclass
 class Private:
     """A namespace nobody else watches, and operators started on it alone: their counters are the test's own."""

@@ -60,6 +60,9 @@ Key = tuple[str, str]  # (namespace, name)
 #: How soon an object looks again while an elder wanting the same library name has not discovered its servers.
 _ELDER_LOOKUP_WAIT = 0.2
 
+#: Canary primaries lost during FUNCTION LOAD of one code version before that code is not sent again (see Tracked).
+LOSSES_BEFORE_STOPPING = 2
+
 
 @dataclass(frozen=True)
 class ControllerSettings:
@@ -82,10 +85,13 @@ class Tracked:
     wake_reasons: list[str] = field(default_factory=list)  # why a target watcher woke it (for the event)
     state: str = "reconciling"  # ready | reconciling | stalled | paused (for metrics)
     status_view: Mapping[str, Any] | None = None  # the latest status we rendered (written or still queued)
-    # Code that made a primary stop answering during FUNCTION LOAD: never sent again until the code changes or the
-    # user asks (reconcile-requested-at), since each retry could take down one more primary.
+    # Code during whose FUNCTION LOAD a canary primary stopped answering, and on how many canaries in a row. A node
+    # killed or restarted at that moment looks the same as one the code crashed, so one loss is retried (on whatever
+    # primary is first then); a second loss stops: the code is not sent again until it changes or the user asks
+    # (reconcile-requested-at). At most two primaries for a library that really crashes servers.
     lost_sha: str | None = None
     lost_request: str | None = None
+    lost_nodes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -325,12 +331,9 @@ class Controller:
             )  # fmt: skip
             previous = await self._write_status(ref, in_progress, previous, wait=True)
 
-        if tracked.lost_sha == library.sha256 and controls.reconcile_requested_at == tracked.lost_request:
-            message = (
-                f"not sent again: this code made a primary stop answering during FUNCTION LOAD; change the code, or "
-                f"set the annotation {RECONCILE_REQUEST_ANNOTATION} to try once more"
-            )
-            return await self._fail(tracked, ref, base, previous, Failure("NodeLostDuringLoad", message, True), 300.0)
+        lost = self._losses(tracked, library, controls)
+        if len(lost) >= LOSSES_BEFORE_STOPPING:
+            return await self._fail(tracked, ref, base, previous, _lost_failure(lost), 300.0)
         connector = self._connector(resolved.target)
         known = None
         if topology is not None and tracked.wake_reasons and self._burst(resolved.target):
@@ -340,7 +343,9 @@ class Controller:
         result = await engine.sync(library, resolved.target, connector=connector, topology=topology, known=known)
         delay = self._next_delay(tracked, spec, result)
         if result.error is not None and result.error.kind is ErrorKind.LOST_DURING_LOAD:
-            tracked.lost_sha, tracked.lost_request = library.sha256, controls.reconcile_requested_at
+            tracked.lost_nodes = [*lost, result.blocking_node or "a primary"]
+            if len(tracked.lost_nodes) >= LOSSES_BEFORE_STOPPING:
+                return await self._fail(tracked, ref, base, previous, _lost_failure(tracked.lost_nodes), 300.0)
         attempt = Attempt(
             generation=ref.generation, now=now, controls=controls, version=spec.version, library=library,
             result=result, retry_in=delay,
@@ -349,6 +354,14 @@ class Controller:
         tracked.wake_reasons = []
         await self._write_status(ref, attempt, previous)
         return delay
+
+    @staticmethod
+    def _losses(tracked: Tracked, library: Library, controls: Controls) -> list[str]:
+        """The canaries lost during FUNCTION LOAD of this code since it (or the user's request) last changed."""
+        if tracked.lost_sha != library.sha256 or tracked.lost_request != controls.reconcile_requested_at:
+            tracked.lost_sha, tracked.lost_request = library.sha256, controls.reconcile_requested_at
+            tracked.lost_nodes = []
+        return tracked.lost_nodes
 
     def _burst(self, target: Target) -> bool:
         burst = self.settings.listing_burst
@@ -491,6 +504,14 @@ class Controller:
         limit = time.monotonic() - self.settings.connector_idle_seconds
         for target in [t for t, c in self._connectors.items() if c.last_used < limit]:
             await self._connectors.pop(target).connector.aclose()
+
+
+def _lost_failure(lost: list[str]) -> Failure:
+    message = (
+        f"not sent again: {' and then '.join(lost)} stopped answering during FUNCTION LOAD of this code, so it may "
+        f"crash the server; change the code, or set the annotation {RECONCILE_REQUEST_ANNOTATION} to try once more"
+    )
+    return Failure("NodeLostDuringLoad", message, permanent=True)
 
 
 def check_library(code: bytes, spec: LibrarySpec) -> Library | Failure:

@@ -36,7 +36,7 @@ class ErrorKind(StrEnum):
     PAYLOAD_TOO_LARGE = "PayloadTooLarge"
     NOT_REDIS = "NotRedis"
     WRONG_MODE = "WrongMode"
-    LOST_DURING_LOAD = "NodeLostDuringLoad"
+    LOST_DURING_LOAD = "NodeLostDuringLoad"  # transient: a killed node looks the same (the controller counts them)
     UNSAFE_LIBRARY = "UnsafeLibrary"  # loaded function names differ only in case: REPLACE/DELETE would crash it
     CONNECTION_FAILED = "ConnectionFailed"
     TIMEOUT = "Timeout"
@@ -66,7 +66,6 @@ PERMANENT_KINDS = frozenset(
         ErrorKind.PAYLOAD_TOO_LARGE,
         ErrorKind.NOT_REDIS,
         ErrorKind.WRONG_MODE,
-        ErrorKind.LOST_DURING_LOAD,
         ErrorKind.UNSAFE_LIBRARY,
     }
 )

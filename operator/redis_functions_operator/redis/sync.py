@@ -296,10 +296,10 @@ async def _sync(library: Library, topo: Topology, conn: Connector, known: Known)
             canary_error = NodeError(
                 ErrorKind.LOST_DURING_LOAD,
                 f"{canary.node.address} stopped answering during FUNCTION LOAD ({canary_error.message}); "
-                "the code may crash the server, so no other primary was tried",
+                "the code may crash the server, so no other primary was tried in this attempt",
             )
             results[canary.node] = NodeResult(canary.node, Outcome.FAILED, canary.sha256, error=canary_error)
-        if canary_error.permanent:
+        if canary_error.permanent or canary_error.kind is ErrorKind.LOST_DURING_LOAD:
             blocking, decisive = canary.node.address, canary_error
             for s in remaining:
                 results[s.node] = NodeResult(s.node, Outcome.SKIPPED, s.sha256)
