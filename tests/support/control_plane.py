@@ -21,7 +21,6 @@ import contextlib
 import os
 import secrets
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -34,6 +33,8 @@ import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
+
+from tests.support.processes import terminate
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -287,12 +288,12 @@ class ControlPlane:
 
     def stop_etcd(self, timeout: float = 20.0) -> None:
         """SIGTERM etcd and wait for it (SIGKILL after ``timeout``). No-op if it is not running."""
-        _terminate(self._etcd, timeout)
+        terminate(self._etcd, timeout)
         self._etcd = None
 
     def kill_etcd(self) -> None:
         """SIGKILL etcd (a crash, not a shutdown)."""
-        _terminate(self._etcd, 0.0)
+        terminate(self._etcd, 0.0)
         self._etcd = None
 
     # ---- kube-apiserver --------------------------------------------------------------------------------------------
@@ -339,12 +340,12 @@ class ControlPlane:
 
     def stop_apiserver(self, timeout: float = 30.0) -> None:
         """SIGTERM kube-apiserver and wait for it (SIGKILL after ``timeout``). No-op if it is not running."""
-        _terminate(self._apiserver, timeout)
+        terminate(self._apiserver, timeout)
         self._apiserver = None
 
     def kill_apiserver(self) -> None:
         """SIGKILL kube-apiserver (a crash, not a shutdown)."""
-        _terminate(self._apiserver, 0.0)
+        terminate(self._apiserver, 0.0)
         self._apiserver = None
 
     def apiserver_ready(self) -> bool:
@@ -416,20 +417,6 @@ class ControlPlane:
 def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
-
-
-def _terminate(proc: subprocess.Popen[bytes] | None, timeout: float) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    if timeout > 0:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-            return
-        except subprocess.TimeoutExpired:
-            pass
-    proc.kill()
-    proc.wait(10)
 
 
 def _check_alive(proc: subprocess.Popen[bytes], name: str, log: Path) -> None:

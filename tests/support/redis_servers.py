@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import functools
 import importlib.util
 import os
@@ -45,6 +44,8 @@ import redis.sentinel
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
 from redis.retry import Retry
+
+from tests.support.processes import die_with_parent
 
 __all__ = [
     "CLUSTER_NODE_TIMEOUT_MS",
@@ -277,24 +278,6 @@ def _kv_text(text: str) -> dict[str, str]:
             key, _, value = line.partition(":")
             out[key.strip()] = value.strip()
     return out
-
-
-def _resolve_prctl() -> Callable[..., int] | None:
-    if platform.system() != "Linux":
-        return None
-    try:
-        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
-        return prctl
-    except (OSError, AttributeError):
-        return None
-
-
-_PRCTL = _resolve_prctl()  # resolved here, in the parent: no dlopen between fork and exec
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    if _PRCTL is not None:
-        _PRCTL(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -672,7 +655,6 @@ class RedisServer:
         self._close_admin()
         self._log_offset = self.log_file.stat().st_size if self.log_file.exists() else 0
         cmd = self.command()
-        in_main_thread = threading.current_thread() is threading.main_thread()
         with open(self.stdout_file, "ab") as out:
             out.write(f"=== {time.strftime('%H:%M:%S')} harness start #{self.starts + 1}: {' '.join(cmd)}\n".encode())
             out.flush()
@@ -683,9 +665,7 @@ class RedisServer:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                # SIGKILL the server if the test process dies hard; only from the main thread, because the signal
-                # fires when the *thread* that forked the child exits.
-                preexec_fn=_die_with_parent if in_main_thread and _PRCTL is not None else None,
+                preexec_fn=die_with_parent(),  # SIGKILL the server if the test process dies hard
             )
         with _LIVE_LOCK:
             _LIVE[id(self)] = self

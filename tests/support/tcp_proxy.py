@@ -24,9 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import os
-import platform
 import signal
 import socket
 import subprocess
@@ -34,8 +32,9 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable
 from pathlib import Path
+
+from tests.support.processes import die_with_parent, terminate
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
@@ -180,24 +179,6 @@ def main(argv: list[str] | None = None) -> int:
 # the test side
 
 
-def _resolve_prctl() -> Callable[..., int] | None:
-    if platform.system() != "Linux":
-        return None
-    try:
-        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
-        return prctl
-    except (OSError, AttributeError):
-        return None
-
-
-_PRCTL = _resolve_prctl()
-
-
-def _die_with_parent() -> None:  # in the child, between fork and exec
-    if _PRCTL is not None:
-        _PRCTL(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 _LIVE: weakref.WeakSet[DelayProxy] = weakref.WeakSet()
 
 
@@ -230,7 +211,6 @@ class DelayProxy:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
         command = [sys.executable, "-m", "tests.support.tcp_proxy", "--listen", str(self.listen),
                    "--target", self.target, "--delay-ms", str(self.initial_delay_ms)]  # fmt: skip
-        in_main_thread = threading.current_thread() is threading.main_thread()
         self.process = subprocess.Popen(
             command,
             cwd=REPO_ROOT,
@@ -239,7 +219,7 @@ class DelayProxy:
             stdout=subprocess.PIPE,
             stderr=None,
             text=True,
-            preexec_fn=_die_with_parent if in_main_thread and _PRCTL is not None else None,
+            preexec_fn=die_with_parent(),
         )
         _LIVE.add(self)
         assert self.process.stdout is not None
@@ -285,22 +265,14 @@ class DelayProxy:
         process = self.process
         if process is None:
             return
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        terminate(process, timeout)
         if process.stdout is not None:
             process.stdout.close()
         _LIVE.discard(self)
 
     def kill(self) -> None:
         process = self.process
-        if process is not None and process.poll() is None:
-            process.kill()
-            process.wait()
+        terminate(process, 0)
         if process is not None and process.stdout is not None:
             process.stdout.close()
         _LIVE.discard(self)
