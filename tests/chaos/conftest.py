@@ -365,6 +365,12 @@ class Scenario:
 
     # -- Redis side --------------------------------------------------------------------------------------------------
 
+    @property
+    def redis_cluster(self) -> rs.Cluster:
+        """The scenario's cluster (every scenario but a side target has one)."""
+        assert isinstance(self.cluster, rs.Cluster), f"{self.name}: the target is a standalone server"
+        return self.cluster
+
     def address(self, node: rs.RedisServer) -> str:
         """The address the cluster announces for ``node`` (a proxy's, for a node behind one)."""
         return self.announced.get(node.port, node.address)
@@ -614,3 +620,25 @@ def scenario_factory(
         )
 
     return make
+
+
+def deployed(scenario: Scenario) -> Scenario:
+    """Version 1 of every library, converged (also measured: the baseline)."""
+    since = scenario.apply(1)
+    scenario.wait_converged(since, label=f"{scenario.name} (initial deploy)", measured_from="apply v1")
+    return scenario
+
+
+def start_scenario(
+    cp: ControlPlane,
+    namespace: str,
+    scenarios: ScenarioFactory,
+    operators: OperatorFactory,
+    *,
+    operator_options: Mapping[str, Any] | None = None,
+    **scenario_options: Any,
+) -> tuple[Scenario, OperatorProcess]:
+    """A scenario with an operator of its own, and v1 deployed and converged."""
+    scenario = scenarios(cp, namespace, **scenario_options)
+    operator = operators(cp, namespace, **(operator_options or {}))
+    return deployed(scenario), operator

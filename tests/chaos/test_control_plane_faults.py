@@ -15,7 +15,15 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.chaos.conftest import SOAK, OperatorFactory, Scenario, ScenarioFactory, condition, soak_scale
+from tests.chaos.conftest import (
+    SOAK,
+    OperatorFactory,
+    Scenario,
+    ScenarioFactory,
+    condition,
+    soak_scale,
+    start_scenario,
+)
 from tests.support import redis_servers as rs
 from tests.support.control_plane import ControlPlane
 from tests.support.operator_process import OperatorProcess
@@ -53,9 +61,7 @@ def ready_scenario(
     cp: ControlPlane, namespace: str, factory: ScenarioFactory, operators: OperatorFactory, **kw: object
 ) -> tuple[Scenario, OperatorProcess]:
     """v1 deployed and converged, then settled (no status write pending when the fault starts)."""
-    scenario = factory(cp, namespace)
-    operator = operators(cp, namespace, **kw)
-    scenario.wait_converged(scenario.apply(1), label=f"{scenario.name} (initial deploy)", measured_from="apply v1")
+    scenario, operator = start_scenario(cp, namespace, factory, operators, operator_options=kw)
     scenario.settle()
     return scenario, operator
 
@@ -81,8 +87,7 @@ def test_kube_apiserver_restarted(
 ) -> None:
     cp = private_control_plane
     scenario, operator = ready_scenario(cp, private_namespace, scenario_factory, operator_factory)
-    cluster = scenario.cluster
-    assert isinstance(cluster, rs.Cluster)
+    cluster = scenario.redis_cluster
     first, second = scenario.primaries()[:2]
 
     stopping = time.monotonic()
@@ -172,8 +177,7 @@ def test_etcd_briefly_unavailable(
     repaired without waiting for those writes."""
     cp = private_control_plane
     scenario, operator = ready_scenario(cp, private_namespace, scenario_factory, operator_factory)
-    cluster = scenario.cluster
-    assert isinstance(cluster, rs.Cluster)
+    cluster = scenario.redis_cluster
     cp.stop_etcd()
     down = time.monotonic()
     print()
@@ -237,8 +241,7 @@ def test_slow_apiserver_does_not_leave_a_stale_status(
         scenario, operator = ready_scenario(
             cp, private_namespace, scenario_factory, operator_factory, kubeconfig=kubeconfig
         )
-        cluster = scenario.cluster
-        assert isinstance(cluster, rs.Cluster)
+        cluster = scenario.redis_cluster
         victim = scenario.primaries()[0]
         cluster.replica_of(victim).admin.config_set("cluster-replica-no-failover", "yes")
         log_before = len(operator.log_text())

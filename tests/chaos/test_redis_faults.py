@@ -10,7 +10,9 @@ import base64
 import json
 import time
 from collections.abc import Callable
+from typing import Any
 
+import pytest
 import redis
 from redis.crc import key_slot
 
@@ -22,7 +24,9 @@ from tests.chaos.conftest import (
     ScenarioFactory,
     StatusSampler,
     condition,
+    deployed,
     soak_scale,
+    start_scenario,
 )
 from tests.support import redis_servers as rs
 from tests.support.control_plane import ControlPlane
@@ -32,19 +36,38 @@ from tests.support.tcp_proxy import DelayProxy
 SLOW_DELAY_MS = 6000
 
 
-def deployed(scenario: Scenario) -> Scenario:
-    """Version 1 of every library, converged (also measured: the baseline)."""
-    since = scenario.apply(1)
-    scenario.wait_converged(since, label=f"{scenario.name} (initial deploy)", measured_from="apply v1")
-    return scenario
-
-
 def start(
-    cp: ControlPlane, namespace: str, scenario_factory: ScenarioFactory, operator_factory: OperatorFactory, **kw: object
+    cp: ControlPlane, namespace: str, scenario_factory: ScenarioFactory, operator_factory: OperatorFactory, **kw: Any
 ) -> Scenario:
-    scenario = scenario_factory(cp, namespace, **kw)
-    operator_factory(cp, namespace)
-    return deployed(scenario)
+    return start_scenario(cp, namespace, scenario_factory, operator_factory, **kw)[0]
+
+
+@pytest.fixture
+def scenario(
+    control_plane: ControlPlane,
+    chaos_namespace: str,
+    scenario_factory: ScenarioFactory,
+    operator_factory: OperatorFactory,
+    chaos_round: int,
+) -> Scenario:
+    """The usual world: a 3+3 cluster, an operator of its own and every library at v1, converged."""
+    return start(control_plane, chaos_namespace, scenario_factory, operator_factory)
+
+
+def retrying_on(address: str, reason: str | None = None) -> Callable[[dict[str, object]], bool]:
+    """Ready=False naming ``address`` (with ``reason`` when given), Reconciling=True, Stalled=False."""
+
+    def check(obj: dict[str, object]) -> bool:
+        ready = condition(obj, "Ready")
+        return (
+            ready.get("status") == "False"
+            and (reason is None or ready.get("reason") == reason)
+            and address in str(ready.get("message"))
+            and condition(obj, "Reconciling").get("status") == "True"
+            and condition(obj, "Stalled").get("status") == "False"
+        )
+
+    return check
 
 
 def holds(server: rs.RedisServer, scenario: Scenario, version: int) -> bool:
@@ -78,33 +101,18 @@ def retrying_in(message: str) -> float:
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def test_primary_kill9_mid_rollout(
-    control_plane: ControlPlane,
-    chaos_namespace: str,
-    scenario_factory: ScenarioFactory,
-    operator_factory: OperatorFactory,
-    chaos_round: int,
-) -> None:
-    scenario = start(control_plane, chaos_namespace, scenario_factory, operator_factory)
+def test_primary_kill9_mid_rollout(scenario: Scenario) -> None:
     victim = scenario.primaries()[1]
     scenario.apply(2)
     fault = time.monotonic()
-    promoted = scenario.cluster.kill_primary_and_wait_promotion(victim)  # type: ignore[union-attr]
+    promoted = scenario.redis_cluster.kill_primary_and_wait_promotion(victim)
     print(f"\nkilled {victim.address}; {promoted.address} promoted {time.monotonic() - fault:.2f}s later")
     scenario.wait_converged(fault, measured_from="kill -9 of a primary right after applying v2")
     assert victim.address not in {scenario.address(p) for p in scenario.primaries()}
 
 
-def test_primary_restarted_empty_replica_resyncs_from_it(
-    control_plane: ControlPlane,
-    chaos_namespace: str,
-    scenario_factory: ScenarioFactory,
-    operator_factory: OperatorFactory,
-    chaos_round: int,
-) -> None:
-    scenario = start(control_plane, chaos_namespace, scenario_factory, operator_factory)
-    cluster = scenario.cluster
-    assert isinstance(cluster, rs.Cluster)
+def test_primary_restarted_empty_replica_resyncs_from_it(scenario: Scenario) -> None:
+    cluster = scenario.redis_cluster
     victim = scenario.primaries()[2]
     replica = cluster.replica_of(victim)
     scenario.apply(2)
@@ -117,16 +125,8 @@ def test_primary_restarted_empty_replica_resyncs_from_it(
     assert holds(replica, scenario, 2), "the replica did not get the code back through replication"
 
 
-def test_manual_failover_mid_rollout(
-    control_plane: ControlPlane,
-    chaos_namespace: str,
-    scenario_factory: ScenarioFactory,
-    operator_factory: OperatorFactory,
-    chaos_round: int,
-) -> None:
-    scenario = start(control_plane, chaos_namespace, scenario_factory, operator_factory)
-    cluster = scenario.cluster
-    assert isinstance(cluster, rs.Cluster)
+def test_manual_failover_mid_rollout(scenario: Scenario) -> None:
+    cluster = scenario.redis_cluster
     old = scenario.primaries()[0]
     replica = cluster.replica_of(old)
     scenario.apply(2)
@@ -136,16 +136,8 @@ def test_manual_failover_mid_rollout(
     assert replica.role() == "master" and old.role() == "slave"
 
 
-def test_new_primary_meet_and_reshard_mid_rollout(
-    control_plane: ControlPlane,
-    chaos_namespace: str,
-    scenario_factory: ScenarioFactory,
-    operator_factory: OperatorFactory,
-    chaos_round: int,
-) -> None:
-    scenario = start(control_plane, chaos_namespace, scenario_factory, operator_factory)
-    cluster = scenario.cluster
-    assert isinstance(cluster, rs.Cluster)
+def test_new_primary_meet_and_reshard_mid_rollout(scenario: Scenario) -> None:
+    cluster = scenario.redis_cluster
     moved = range(0, 64)
     keys = [f"k{i}" for i in range(200_000) if key_slot(f"k{i}".encode()) in moved][:16]
     writer = cluster.cluster_client()
@@ -168,18 +160,10 @@ def test_new_primary_meet_and_reshard_mid_rollout(
         reader.close()
 
 
-def test_primary_down_for_a_while_then_back(
-    control_plane: ControlPlane,
-    chaos_namespace: str,
-    scenario_factory: ScenarioFactory,
-    operator_factory: OperatorFactory,
-    chaos_round: int,
-) -> None:
+def test_primary_down_for_a_while_then_back(scenario: Scenario) -> None:
     """No failover (its replica has cluster-replica-no-failover): the shard has no primary while it is down, an update
     is applied meanwhile, and the primary comes back empty (no persistence), its replica resyncing from it."""
-    scenario = start(control_plane, chaos_namespace, scenario_factory, operator_factory)
-    cluster = scenario.cluster
-    assert isinstance(cluster, rs.Cluster)
+    cluster = scenario.redis_cluster
     victim = scenario.primaries()[0]
     others = [p for p in scenario.primaries() if p is not victim]
     cluster.replica_of(victim).admin.config_set("cluster-replica-no-failover", "yes")
@@ -187,15 +171,7 @@ def test_primary_down_for_a_while_then_back(
     down_at = time.monotonic()
     scenario.apply(2)
 
-    def failing_on_victim(obj: dict[str, object]) -> bool:
-        ready, reconciling = condition(obj, "Ready"), condition(obj, "Reconciling")
-        return (
-            ready.get("status") == "False"
-            and victim.address in str(ready.get("message"))
-            and reconciling.get("status") == "True"
-            and condition(obj, "Stalled").get("status") == "False"
-        )
-
+    failing_on_victim = retrying_on(victim.address)
     scenario.wait_objects(
         all_objects(failing_on_victim, scenario), timeout=20, what="Ready=False naming the down primary, retrying"
     )
@@ -280,16 +256,8 @@ def test_slow_node_behind_a_delaying_proxy(
         proxy.stop()
 
 
-def test_oom_on_one_primary(
-    control_plane: ControlPlane,
-    chaos_namespace: str,
-    scenario_factory: ScenarioFactory,
-    operator_factory: OperatorFactory,
-    chaos_round: int,
-) -> None:
-    scenario = start(control_plane, chaos_namespace, scenario_factory, operator_factory)
-    cluster = scenario.cluster
-    assert isinstance(cluster, rs.Cluster)
+def test_oom_on_one_primary(scenario: Scenario) -> None:
+    cluster = scenario.redis_cluster
     victim = scenario.primaries()[1]
     lo, hi = cluster.slots_of(victim)[0]
     tag = next(f"t{i}" for i in range(100_000) if lo <= key_slot(f"t{i}".encode()) <= hi)
@@ -309,15 +277,7 @@ def test_oom_on_one_primary(
     admin.config_set("maxmemory", int(victim.info("memory")["used_memory"]) - 1024 * 1024)
     scenario.apply(2)
 
-    def out_of_memory(obj: dict[str, object]) -> bool:
-        ready, reconciling = condition(obj, "Ready"), condition(obj, "Reconciling")
-        return (
-            ready.get("status") == "False"
-            and ready.get("reason") == "OutOfMemory"
-            and victim.address in str(ready.get("message"))
-            and reconciling.get("status") == "True"
-            and condition(obj, "Stalled").get("status") == "False"
-        )
+    out_of_memory = retrying_on(victim.address, "OutOfMemory")
 
     full_since = time.monotonic()
     scenario.wait_objects(all_objects(out_of_memory, scenario), timeout=20, what="Ready=False OutOfMemory")
