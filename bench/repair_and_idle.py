@@ -102,8 +102,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="rfo-bench-repair-"))
     rows = []
     with ControlPlane() as cp:
-        cp.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-        cp.kubectl("wait", "--for=condition=Established", "crd/redisfunctionlibraries.redisfunctions.dev")
+        cp.install_crds()
         for size in (int(s) for s in args.sizes.split(",")):
             row = run_size(cp, size, args.flushes, args.idle_window, work)
             print(json.dumps(row), flush=True)

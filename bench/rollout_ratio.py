@@ -55,8 +55,7 @@ def main() -> int:
         cluster = rs.start_cluster("redis", base_dir=work / "redis")
         operator = OperatorProcess(operator_env(cp.env()), work / "operator.log", args=("--namespace", "bench"))
         try:
-            cp.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-            cp.kubectl("wait", "--for=condition=Established", "crd/redisfunctionlibraries.redisfunctions.dev")
+            cp.install_crds()
             cp.kubectl("create", "namespace", "bench")
             operator.start()
             seed = cluster.nodes[0]

@@ -92,8 +92,7 @@ def main() -> int:
             operator_env(cp.env()), work / "operator.log", args=("--namespace", NAMESPACE, *extra)
         )
         try:
-            cp.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-            cp.kubectl("wait", "--for=condition=Established", "crd/redisfunctionlibraries.redisfunctions.dev")
+            cp.install_crds()
             cp.kubectl("create", "namespace", NAMESPACE)
             seeds = [node.address for node in cluster.nodes[:2]]
             docs = [

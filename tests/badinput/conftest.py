@@ -23,12 +23,11 @@ from tests.badinput.strategies import Targets
 from tests.e2e.conftest import make_namespace
 from tests.support import fake_servers as fs
 from tests.support import redis_servers as rs
-from tests.support.control_plane import ControlPlane, ControlPlaneBinariesMissing, require_binaries
+from tests.support.control_plane import ControlPlane, session_control_plane
 from tests.support.operator_process import OperatorProcess, operator_env
 
 BADINPUT_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BADINPUT_DIR.parents[1]
-CRD_DIR = REPO_ROOT / "crds"
 NAMESPACE_PREFIX = "bad"
 
 
@@ -52,27 +51,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def control_plane() -> Iterator[ControlPlane]:
-    missing = ""
-    try:
-        require_binaries()
-    except ControlPlaneBinariesMissing as e:
-        missing = str(e)
-    if missing:
-        pytest.fail(missing, pytrace=False)
-    cp = ControlPlane()
-    cp.start()
-    try:
-        yield cp
-    finally:
-        cp.stop()
+    """A control plane of this suite's own: its ~240 objects stay behind (a namespace never finishes terminating
+    without a controller-manager), and the e2e suite runs operators on all namespaces."""
+    yield from session_control_plane()
 
 
 @pytest.fixture(scope="session")
 def crd_installed(control_plane: ControlPlane) -> None:
-    files = sorted(CRD_DIR.glob("*.yaml"))
-    for path in files:
-        control_plane.apply_yaml(path.read_text(), server_side=True)
-    control_plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", *(f"-f={p}" for p in files))
+    control_plane.install_crds()
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ import yaml
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
-from tests.e2e.conftest import CRD_DIR, control_plane, crd_installed, make_namespace
+from tests.e2e.conftest import control_plane, crd_installed, make_namespace
 from tests.support import redis_servers as rs
 from tests.support.control_plane import ControlPlane
 from tests.support.operator_process import OperatorProcess, operator_env
@@ -208,15 +208,9 @@ def chaos_namespace(control_plane: ControlPlane, request: pytest.FixtureRequest)
 @pytest.fixture
 def private_control_plane(tmp_path: Path) -> Iterator[ControlPlane]:
     """A control plane of the scenario's own, to stop/kill its kube-apiserver or etcd without hurting other tests."""
-    cp = ControlPlane()
-    cp.start()
-    try:
-        for path in sorted(CRD_DIR.glob("*.yaml")):
-            cp.apply_yaml(path.read_text(), server_side=True)
-        cp.kubectl("wait", "--for=condition=Established", "--timeout=60s", *(f"-f={p}" for p in CRD_DIR.glob("*.yaml")))
+    with ControlPlane() as cp:
+        cp.install_crds()
         yield cp
-    finally:
-        cp.stop()
 
 
 @pytest.fixture

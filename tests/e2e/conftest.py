@@ -15,12 +15,11 @@ from subprocess import CompletedProcess
 import pytest
 
 from tests.e2e.helpers import Libraries
-from tests.support.control_plane import ControlPlane, ControlPlaneBinariesMissing, require_binaries
+from tests.support.control_plane import ControlPlane, session_control_plane
 from tests.support.operator_process import OperatorProcess, operator_env
 
 E2E_DIR = Path(__file__).resolve().parent
 REPO_ROOT = E2E_DIR.parents[1]
-CRD_DIR = REPO_ROOT / "crds"
 
 Kubectl = Callable[..., CompletedProcess[str]]
 
@@ -35,19 +34,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def control_plane() -> Iterator[ControlPlane]:
     """A real etcd + kube-apiserver for the whole session (ready in ~4 s; stopped at the end)."""
-    missing = ""
-    try:
-        require_binaries()
-    except ControlPlaneBinariesMissing as e:
-        missing = str(e)
-    if missing:  # outside the except block, so the report shows just the message
-        pytest.fail(missing, pytrace=False)
-    cp = ControlPlane()
-    cp.start()
-    try:
-        yield cp
-    finally:
-        cp.stop()
+    yield from session_control_plane()
 
 
 @pytest.fixture(scope="session")
@@ -58,12 +45,7 @@ def kubectl(control_plane: ControlPlane) -> Kubectl:
 
 @pytest.fixture(scope="session")
 def crd_installed(control_plane: ControlPlane) -> None:
-    """Apply ``crds/*.yaml`` (server-side) and wait until every CRD is Established."""
-    files = sorted(CRD_DIR.glob("*.yaml"))
-    assert files, f"no CRDs in {CRD_DIR}"
-    for path in files:
-        control_plane.apply_yaml(path.read_text(), server_side=True)
-    control_plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", *(f"-f={path}" for path in files))
+    control_plane.install_crds()
 
 
 def make_namespace(control_plane: ControlPlane, request: pytest.FixtureRequest, prefix: str) -> Iterator[str]:

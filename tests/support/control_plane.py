@@ -30,13 +30,14 @@ import time
 import urllib.error
 import urllib.request
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 
 from tests.support.processes import terminate
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+CRD_DIR = REPO_ROOT / "crds"
 
 K8S_VERSION = "v1.36.3"
 ETCD_VERSION = "v3.6.8"
@@ -248,6 +249,14 @@ class ControlPlane:
         _LIVE.discard(self)
         if errors:
             raise ControlPlaneError("; ".join(errors))
+
+    def install_crds(self) -> None:
+        """Apply ``crds/*.yaml`` (server-side) and wait until every CRD is Established."""
+        files = sorted(CRD_DIR.glob("*.yaml"))
+        assert files, f"no CRDs in {CRD_DIR}"
+        for path in files:
+            self.apply_yaml(path.read_text(), server_side=True)
+        self.kubectl("wait", "--for=condition=Established", "--timeout=60s", *(f"-f={path}" for path in files))
 
     def __enter__(self) -> ControlPlane:
         return self.start()
@@ -467,3 +476,19 @@ if __name__ == "__main__":  # python -m tests.support.control_plane: start one a
         with contextlib.suppress(KeyboardInterrupt):
             while cp.apiserver_process is not None and cp.apiserver_process.poll() is None:
                 time.sleep(1)
+
+
+def session_control_plane() -> Iterator[ControlPlane]:
+    """The body of a session fixture: fail (with the build hint, no traceback) when the binaries are missing, else
+    a started control plane, stopped at the end."""
+    import pytest  # only the fixtures need it; scripts and benchmarks import this module too
+
+    missing = ""
+    try:
+        require_binaries()
+    except ControlPlaneBinariesMissing as e:
+        missing = str(e)
+    if missing:  # outside the except block, so the report shows just the message
+        pytest.fail(missing, pytrace=False)
+    with ControlPlane() as cp:
+        yield cp
