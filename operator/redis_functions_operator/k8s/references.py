@@ -44,8 +44,6 @@ class References:
         self.max_age = max_age
         self._clock = clock
         self._entries: dict[RefKey, _Entry] = {}
-        self.hits = 0
-        self.misses = 0
 
     def watched(self, key: RefKey, body: Mapping[str, Any] | None) -> None:
         """A watch event: the object as it is now (``None``: deleted)."""
@@ -60,9 +58,7 @@ class References:
         ``(False, None)``: ask the API."""
         entry = self._entries.get(key)
         if entry is None or self._clock() - entry.stored > self.max_age:
-            self.misses += 1
             return False, None
-        self.hits += 1
         return True, entry.data
 
     def fetched(self, key: RefKey, data: Data | None, asked_at: float) -> None:

@@ -44,7 +44,6 @@ class Listings:
     def __init__(self, max_age: float) -> None:
         self.max_age = max_age
         self._targets: dict[Target, _TargetListings] = {}
-        self.reads = 0  # full listings actually sent (for tests and metrics)
 
     async def known(self, target: Target, topology: Topology, connector: Connector) -> Known:
         """Every primary's listing, fresh enough to stand in for a sync's first read."""
@@ -84,7 +83,6 @@ class Listings:
     async def _read(self, state: _TargetListings, node: Node, connector: Connector) -> dict[str, Snapshot] | None:
         generation, started = state.generation, time.monotonic()
         try:
-            self.reads += 1
             libraries, error = await read_all_libraries(connector, node)
         finally:
             if state.generation == generation:
