@@ -22,37 +22,33 @@ the machine.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import unquote, urlsplit
 
 from redis_functions_operator import __version__
-from redis_functions_operator.library import Library, LibraryError, code_sha256, parse_library
-from redis_functions_operator.lint import unsafe_findings
-from redis_functions_operator.redis.connect import Credentials, Endpoint, Mode, Target, TlsSettings
-from redis_functions_operator.redis.dump import DumpError, RestorePolicy, dump, restore
-from redis_functions_operator.redis.errors import NodeError
-from redis_functions_operator.redis.sync import (
-    InspectResult,
-    NodeResult,
-    Outcome,
-    SyncResult,
-    delete,
-    inspect,
-    sync_many,
-)
-from redis_functions_operator.redis.topology import Node
+from redis_functions_operator.library import REFUSAL_PREFIX, Library, LibraryError, code_sha256, vet
+
+if TYPE_CHECKING:  # the engine (redis-py, asyncio) is imported by the commands that talk to Redis, not at start-up
+    from redis_functions_operator.redis.connect import Target
+    from redis_functions_operator.redis.errors import NodeError
+    from redis_functions_operator.redis.sync import InspectResult, NodeResult, SyncResult
 
 EXIT_OK = 0
 EXIT_DRIFT = 1
 EXIT_USAGE = 2
 EXIT_PERMANENT = 3
 EXIT_TRANSIENT = 4
+
+
+#: The engine's ``Mode`` and ``RestorePolicy`` values, spelled here so that ``--help`` and ``lint`` start without
+#: importing the engine (tests/unit/test_cli_args.py keeps them equal).
+MODES = ("auto", "standalone", "cluster", "sentinel")
+RESTORE_POLICIES = ("append", "replace", "flush")
 
 
 class UsageError(Exception):
@@ -122,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     restore_cmd = commands.add_parser("restore", help="FUNCTION RESTORE a dump file on every primary")
     _add_target(restore_cmd)
     restore_cmd.add_argument("file", metavar="FILE")
-    restore_cmd.add_argument("--policy", choices=[p.value for p in RestorePolicy], default=RestorePolicy.APPEND.value)
+    restore_cmd.add_argument("--policy", choices=RESTORE_POLICIES, default=RESTORE_POLICIES[0])
     restore_cmd.set_defaults(handler=cmd_restore)
 
     run = commands.add_parser("run", help="run the Kubernetes operator")
@@ -161,7 +157,7 @@ def _add_target(parser: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="redis://[user@]host:port or rediss:// for TLS (repeatable: several seeds / several deployments)",
     )
-    group.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.AUTO.value)
+    group.add_argument("--mode", choices=MODES, default=MODES[0])
     group.add_argument("--sentinel-master", metavar="NAME", help="the master name, with --mode sentinel")
     group.add_argument("--user", help="ACL username (default: the URL's, or none)")
     group.add_argument("--password-file", type=Path, help="read the password from this file (else $REDISCLI_AUTH)")
@@ -177,6 +173,8 @@ def _add_target(parser: argparse.ArgumentParser) -> None:
 
 def target_from_args(args: argparse.Namespace) -> Target:
     """Build a :class:`Target` from the CLI's options, refusing contradictions with a readable message."""
+    from redis_functions_operator.redis.connect import Credentials, Endpoint, Mode, Target, TlsSettings
+
     endpoints: list[Endpoint] = []
     tls = bool(args.tls)
     url_user: str | None = None
@@ -250,13 +248,13 @@ def load_libraries(paths: Sequence[str]) -> list[Library]:
     seen: dict[str, Path] = {}
     for path in library_files(paths):
         try:
-            library = parse_library(path.read_bytes())
+            vetting = vet(path.read_bytes())
         except LibraryError as exc:
             raise UsageError(f"{path}:{exc.line}: {exc.message}") from None
-        unsafe = unsafe_findings(library.code)
-        if unsafe:
-            finding = unsafe[0]
-            raise UsageError(f"{path}:{finding.line}: refused, loading it can crash the server: {finding.message}")
+        refusal = vetting.refusal
+        if refusal is not None:
+            raise UsageError(f"{path}:{refusal.line}: refused, {REFUSAL_PREFIX[refusal.reason]}: {refusal.message}")
+        library = vetting.library
         if library.name in seen:
             raise UsageError(f"{path}: library {library.name!r} is also defined in {seen[library.name]}")
         seen[library.name] = path
@@ -268,7 +266,7 @@ def load_libraries(paths: Sequence[str]) -> list[Library]:
 
 
 def cmd_lint(args: argparse.Namespace) -> int:
-    from redis_functions_operator.lint import Severity, lint
+    from redis_functions_operator.library.lint import Severity, lint
 
     report: list[dict[str, Any]] = []
     failed = False
@@ -295,6 +293,10 @@ def cmd_lint(args: argparse.Namespace) -> int:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from redis_functions_operator.redis.sync import sync_many
+
     target = target_from_args(args)
     libraries = load_libraries(args.files)
     progress = _Progress(len(libraries), sys.stderr)
@@ -304,6 +306,10 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from redis_functions_operator.redis.sync import delete
+
     target = target_from_args(args)
 
     async def run() -> list[SyncResult]:
@@ -313,6 +319,10 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from redis_functions_operator.redis.sync import inspect
+
     target = target_from_args(args)
     expected: dict[str, str | None] = {}  # library name -> expected sha256 (None: "the same on every primary")
     for item in args.names:
@@ -342,6 +352,8 @@ def status_rows(
     found: InspectResult, expected: dict[str, str | None]
 ) -> tuple[list[dict[str, str]], list[str], list[NodeError]]:
     """Per (library, node) rows, the drift problems (each naming the node), and node read errors."""
+    from redis_functions_operator.redis.topology import Node
+
     assert found.topology is not None
     rows: list[dict[str, str]] = []
     problems: list[str] = []
@@ -378,7 +390,11 @@ def status_rows(
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    import asyncio
+
     import yaml
+
+    from redis_functions_operator.redis.sync import inspect
 
     target = target_from_args(args)
     found = asyncio.run(inspect(list(args.names), target))
@@ -427,6 +443,11 @@ def library_manifest(name: str, code: bytes, target: Target, namespace: str | No
 
 
 def cmd_dump(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from redis_functions_operator.redis.connect import Endpoint
+    from redis_functions_operator.redis.dump import DumpError, dump
+
     target = target_from_args(args)
     node = None
     if args.node:
@@ -445,6 +466,10 @@ def cmd_dump(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from redis_functions_operator.redis.dump import RestorePolicy, restore
+
     target = target_from_args(args)
     try:
         payload = Path(args.file).read_bytes()
@@ -539,7 +564,7 @@ def print_sync_result(result: SyncResult, out: TextIO) -> None:
     if result.error is not None and not result.ok:
         where = f" on {result.blocking_node}" if result.blocking_node else ""
         print(f"  error{where}: {result.error.kind.value}: {result.error.describe()}", file=out)
-        if result.blocking_node and any(n.outcome is Outcome.ROLLED_BACK for n in result.nodes):
+        if result.blocking_node and any(n.outcome.value == "RolledBack" for n in result.nodes):
             print("  the nodes that had taken the new code were put back to their previous code", file=out)
 
 

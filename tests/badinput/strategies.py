@@ -43,6 +43,7 @@ PERMANENT_REASONS = frozenset(
         "InvalidLibrary",
         "LibraryNameMismatch",
         "UnsafeLibrary",
+        "VetInconclusive",
         "CompileError",
         "FunctionNameConflict",
         "FunctionsUnsupported",
@@ -623,25 +624,33 @@ def unsafe_library(draw: st.DrawFn, t: Targets, kind: str) -> Scenario:
                 "redis.log(redis.LOG_WARNING, 'loading')",
                 f"redis.register_function('{fn}', function() return 1 end)",
             ],
+            "aliased-log": [
+                "local r = redis",
+                "r.log(r.LOG_WARNING, 'loading')",
+                f"redis.register_function('{fn}', function() return 1 end)",
+            ],
+            "computed-case-duplicate": [
+                f"local names = {{'{fn}', '{other}'}}",
+                "for i = 1, #names do redis.register_function(names[i], function() return i end) end",
+            ],
         }[kind]
         code = f"#!lua name={library}\n" + "\n".join(lines) + "\n"
-        return [
-            Case(
-                name,
-                f"unsafe/{kind}",
-                manifest(name, ns, choice.spec, code=code),
-                stalled("UnsafeLibrary", says=("refused before loading",)),
-                library,
-            )
-        ]
+        # an exact duplicate harms nothing: the server refuses it (the canary's own reply), no crash to prevent
+        expect = (
+            stalled("CompileError", says=("Function already exists in the library",))
+            if kind == "duplicate"
+            else stalled("UnsafeLibrary", says=("refused before loading",))
+        )
+        return [Case(name, f"unsafe/{kind}", manifest(name, ns, choice.spec, code=code), expect, library)]
 
     return build
 
 
 @st.composite
 def compile_error(draw: st.DrawFn, t: Targets, kind: str) -> Scenario:
-    """Libraries Redis refuses when loading: syntax errors, top-level calls, a top-level infinite loop (FUNCTION
-    LOAD's own timeout), no function, bad function names, unknown flags, wrong arguments. Random garbage too."""
+    """Libraries Redis refuses when loading: syntax errors, top-level calls, no function, bad function names, unknown
+    flags, wrong arguments; and a top-level infinite loop, which the vet refuses before any load. Random garbage
+    too."""
     garbage = draw(any_text)
     bad_fn = draw(st.sampled_from(["with-dash", "with space", "ünï", "", "a.b", "tab\there"]))
     flag = draw(
@@ -670,8 +679,12 @@ def compile_error(draw: st.DrawFn, t: Targets, kind: str) -> Scenario:
             "os": "os.exit(1)\n" + ok,
         }[kind]
         code = f"#!lua name={library}\n{body}\n"
-        reasons = ("CompileError", "UnsafeLibrary") if kind == "garbage" else ("CompileError",)
-        says = {"top-loop": ("FUNCTION LOAD timeout",), "no-functions": ("No functions registered",)}.get(kind, ())
+        # random text may be anything the vet refuses; a top-level loop is refused before any load, as undecidable
+        reasons = {
+            "garbage": ("CompileError", "UnsafeLibrary", "VetInconclusive"),
+            "top-loop": ("VetInconclusive",),
+        }.get(kind, ("CompileError",))
+        says = {"top-loop": ("Lua instructions",), "no-functions": ("No functions registered",)}.get(kind, ())
         return [
             Case(
                 name,
@@ -937,7 +950,7 @@ def bad_reference(draw: st.DrawFn, t: Targets, kind: str) -> Scenario:
                 fns = (f"{prefix}f",)
             elif kind == "binary-garbage":
                 payload = f"#!lua name={library}\n".encode() + blob + b"\n"
-                expect, fns = stalled("CompileError", "UnsafeLibrary"), ()
+                expect, fns = stalled("CompileError", "UnsafeLibrary", "VetInconclusive"), ()
             elif kind == "cm-bom":
                 payload = b"\xef\xbb\xbf" + simple.encode()
                 expect = stalled("InvalidLibrary", says=("Missing library metadata",))
@@ -1269,7 +1282,14 @@ def boundaries(t: Targets) -> list[Scenario]:
 OVERSIZED_CODE_KINDS = ("bytes", "chars")
 REFUSED_SHEBANG_KINDS = ("text", "bom", "leading", "bad-name", "no-name", "no-newline", "engine", "long-line", "js")
 BAD_METADATA_KINDS = ("junk", "twice", "quote", "nul", "empty-arg")
-UNSAFE_LIBRARY_KINDS = ("duplicate", "case-duplicate", "table-duplicate", "top-level-log")
+UNSAFE_LIBRARY_KINDS = (
+    "duplicate",
+    "case-duplicate",
+    "table-duplicate",
+    "top-level-log",
+    "aliased-log",
+    "computed-case-duplicate",
+)
 COMPILE_ERROR_KINDS = (
     "garbage",
     "syntax",

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 import redis
 
-from redis_functions_operator.functions import extract_functions
+from redis_functions_operator.library import vet
+from redis_functions_operator.library.lint import lint
 from tests.redis.lua_helpers import (
     LIBRARIES,
     LUA_DIR,
@@ -678,16 +679,15 @@ def test_lua_directory_ships_exactly_the_five_libraries() -> None:
         assert "HMSET" not in source
 
 
-def test_static_reader_sees_every_registration() -> None:
+def test_the_vet_sees_every_registration() -> None:
     for name, functions in LIBRARIES.items():
-        found = extract_functions(library_code(name).encode())
+        found = vet(library_code(name)).library.functions
         assert {f.name: set(f.flags) for f in found} == functions, name
 
 
 def test_lua_files_lint_clean() -> None:
-    lint = pytest.importorskip("redis_functions_operator.lint")
     for name in LIBRARIES:
-        assert list(lint.lint(library_code(name))) == [], name
+        assert list(lint(library_code(name))) == [], name
 
 
 def test_readme_documents_every_function_and_error_code() -> None:

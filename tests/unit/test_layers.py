@@ -9,11 +9,23 @@ PACKAGE = Path(__file__).resolve().parents[2] / "operator" / "redis_functions_op
 
 # module (or sub-package) -> top-level names it must never import (directly or by sub-module)
 FORBIDDEN = {
-    "library": ("redis", "kopf", "kubernetes", "redis_functions_operator.redis", "redis_functions_operator.k8s"),
-    "functions": ("redis", "kopf", "kubernetes", "redis_functions_operator.redis"),
-    "lint": ("redis", "kopf", "kubernetes", "redis_functions_operator.redis", "redis_functions_operator.k8s"),
+    "library": (
+        "redis",
+        "kopf",
+        "kubernetes",
+        "redis_functions_operator.redis",
+        "redis_functions_operator.reconcile",
+        "redis_functions_operator.k8s",
+        "redis_functions_operator.cli",
+    ),
     "redis": ("kopf", "kubernetes", "redis_functions_operator.k8s", "redis_functions_operator.reconcile"),
     "reconcile": ("kopf", "kubernetes", "redis", "redis_functions_operator.k8s"),
+}
+
+#: The library wing's private rooms: only the wing itself (and lint's one user, the CLI) may import them.
+WING_PRIVATE = {
+    "redis_functions_operator.library._lua": (),
+    "redis_functions_operator.library.lint": ("cli.py",),
 }
 
 
@@ -40,6 +52,29 @@ def test_imports_point_down_only() -> None:
                 if any(name == f or name.startswith(f + ".") for f in forbidden):
                     violations.append(f"{path.relative_to(PACKAGE)} imports {name}")
     assert violations == []
+
+
+def test_every_layer_exists() -> None:
+    for layer in FORBIDDEN:
+        assert modules_of(layer), layer
+
+
+def test_the_library_wing_is_entered_through_its_face() -> None:
+    violations = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = path.relative_to(PACKAGE)
+        if relative.parts[0] == "library":
+            continue
+        for name in imported_names(path):
+            for private, allowed in WING_PRIVATE.items():
+                if (name == private or name.startswith(private + ".")) and str(relative) not in allowed:
+                    violations.append(f"{relative} imports {name}")
+    assert violations == []
+
+
+def test_the_model_stands_on_nothing() -> None:
+    """The engine stands on the model: no Lua reader, no vet under it."""
+    assert not {n for n in imported_names(PACKAGE / "library" / "model.py") if n.startswith("redis_functions_operator")}
 
 
 def test_no_package_named_operator() -> None:

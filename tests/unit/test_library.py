@@ -14,14 +14,15 @@ from dataclasses import dataclass
 import pytest
 import redis
 
-from redis_functions_operator.functions import RegisteredFunction
-from redis_functions_operator.library import (
+from redis_functions_operator.library import vet
+from redis_functions_operator.library.model import (
     MSG_BAD_NAME,
     MSG_INVALID_METADATA,
     MSG_MISSING_METADATA,
     MSG_NAME_NOT_GIVEN,
     MSG_NAME_TWICE,
     LibraryError,
+    RegisteredFunction,
     as_bytes,
     code_sha256,
     parse_library,
@@ -160,15 +161,18 @@ def test_text_source_is_utf8_and_otherwise_untouched() -> None:
     assert as_bytes(b"\xff\xfe") == b"\xff\xfe"
 
 
-def test_parse_library_reads_name_engine_and_functions() -> None:
-    lib = parse_library(
+def test_parse_library_reads_the_shebang_and_the_vet_the_functions() -> None:
+    code = (
         b"#!LUA name=shop\n"
         b"redis.register_function('a', function() return 1 end)\n"
         b"redis.register_function{function_name='b', callback=function() return 2 end, flags={'no-writes'}}\n"
     )
-    assert (lib.name, lib.engine) == ("shop", "lua")
-    assert lib.functions == (RegisteredFunction("a", (), 2), RegisteredFunction("b", ("no-writes",), 3))
-    assert lib.function_names() == ("a", "b")
+    lib = parse_library(code)
+    assert (lib.name, lib.engine, lib.functions) == ("shop", "lua", ())  # no Lua reader under the model
+    vetted = vet(code).library
+    assert (vetted.name, vetted.code, vetted.sha256) == (lib.name, lib.code, lib.sha256)
+    assert vetted.functions == (RegisteredFunction("a", (), 2), RegisteredFunction("b", ("no-writes",), 3))
+    assert vetted.function_names() == ("a", "b")
 
 
 def test_parse_library_raises_with_redis_wording() -> None:

@@ -16,7 +16,7 @@ import pytest
 import redis.exceptions as rx
 import yaml
 
-from redis_functions_operator.library import Library, parse_library
+from redis_functions_operator.library import Library, vet
 from redis_functions_operator.reconcile.conditions import PAUSED, READY, RECONCILING, STALLED, find
 from redis_functions_operator.reconcile.spec import Controls
 from redis_functions_operator.reconcile.status import (
@@ -44,7 +44,7 @@ CODE = (
     "redis.register_function{function_name='f1', callback=function() return 1 end, flags={'no-writes'}}\n"
     "redis.register_function('f2', function() return 2 end)\n"
 )
-LIB: Library = parse_library(CODE)
+LIB: Library = vet(CODE).library
 SHA = LIB.sha256
 OLD_SHA = "0" * 64
 
@@ -705,7 +705,7 @@ REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
         *(k.value for k in ErrorKind),
         VERIFIED, PROGRESSING, WITH_RETRY, "Paused", "Unmanaged", "NoPrimaries",
         "InvalidSpec", "SecretNotFound", "ConfigMapNotFound", "KeyNotFound", "KubernetesApiError",
-        "InvalidLibrary", "LibraryNameMismatch", "UnsafeLibrary",
+        "InvalidLibrary", "LibraryNameMismatch", "UnsafeLibrary", "VetInconclusive",
     ],
 )  # fmt: skip
 def test_reasons_match_the_crd_pattern(reason: str) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -31,8 +30,16 @@ from redis_functions_operator.k8s.resolve import ResolveError, resolve, resolve_
 from redis_functions_operator.k8s.statuswriter import StatusWriter
 from redis_functions_operator.k8s.watchers import DEFAULT_INTERVAL, TargetWatchers
 from redis_functions_operator.k8s.workqueue import WorkQueue
-from redis_functions_operator.library import Library, LibraryError, parse_library, parse_shebang
-from redis_functions_operator.lint import unsafe_findings
+from redis_functions_operator.library import (
+    REFUSAL_PREFIX,
+    Library,
+    LibraryError,
+    Vetting,
+    parse_library,
+    parse_shebang,
+    vet,
+    vetted,
+)
 from redis_functions_operator.reconcile import schedule
 from redis_functions_operator.reconcile.conditions import READY, find
 from redis_functions_operator.reconcile.spec import (
@@ -515,47 +522,32 @@ def _lost_failure(lost: list[str]) -> Failure:
 
 
 def check_library(code: bytes, spec: LibrarySpec) -> Library | Failure:
-    """Parse and vet the code before any server sees it. Each code version is parsed and linted once per process
-    (a resync of a thousand unchanged libraries parses nothing; linting a 10k-function library takes seconds)."""
-    key = hashlib.sha256(code).digest()
-    vetted = _VETTED.get(key)
-    if vetted is None:
-        vetted = _vet(code)
-        if len(_VETTED) > 4096:
-            _VETTED.clear()
-        _VETTED[key] = vetted
-    return _for_spec(vetted, spec)
+    """Vet the code before any server sees it: run its load as FUNCTION LOAD would (the library wing's :func:`vet`,
+    cached there by sha256, so a resync of a thousand unchanged libraries runs nothing)."""
+    try:
+        vetting = vet(code)
+    except LibraryError as exc:
+        return Failure("InvalidLibrary", f"line {exc.line}: {exc.message}", permanent=True)
+    return _for_spec(vetting, spec)
 
 
 def check_library_if_known(code: bytes, spec: LibrarySpec) -> Library | Failure | None:
     """:func:`check_library` when this code version was already vetted (no work, so no thread needed), else None."""
-    vetted = _VETTED.get(hashlib.sha256(code).digest())
-    return None if vetted is None else _for_spec(vetted, spec)
+    vetting = vetted(code)
+    return None if vetting is None else _for_spec(vetting, spec)
 
 
-_VETTED: dict[bytes, tuple[Library | Failure, Failure | None]] = {}  # sha256 digest -> (parsed, unsafe)
-
-
-def _vet(code: bytes) -> tuple[Library | Failure, Failure | None]:
-    try:
-        library = parse_library(code)
-    except LibraryError as exc:
-        return Failure("InvalidLibrary", f"line {exc.line}: {exc.message}", permanent=True), None
-    unsafe = unsafe_findings(code)
-    if not unsafe:
-        return library, None
-    finding = f"line {unsafe[0].line}: {unsafe[0].message}"
-    return library, Failure("UnsafeLibrary", f"refused before loading, it can crash the server: {finding}", True)
-
-
-def _for_spec(vetted: tuple[Library | Failure, Failure | None], spec: LibrarySpec) -> Library | Failure:
-    library, unsafe = vetted
-    if isinstance(library, Failure):
-        return library
+def _for_spec(vetting: Vetting, spec: LibrarySpec) -> Library | Failure:
+    library = vetting.library
     if spec.library_name and spec.library_name != library.name:
         message = f"spec.libraryName is {spec.library_name!r} but the code's shebang names {library.name!r}"
         return Failure("LibraryNameMismatch", message, permanent=True)
-    return unsafe or library
+    refusal = vetting.refusal
+    if refusal is None:
+        return library
+    return Failure(
+        refusal.reason, f"refused before loading ({REFUSAL_PREFIX[refusal.reason]}): {refusal.located}", True
+    )
 
 
 _OUTCOME_OF_STATE = {"ready": "verified", "reconciling": "transient", "stalled": "permanent", "paused": "paused"}

@@ -1,10 +1,15 @@
 """Findings about a library source, with line numbers, before any server sees it (pure).
 
-Every rule is backed by a behaviour measured on Redis 7.0.15 and Valkey 9.1.2 (``shared/docs/redis-functions-facts.md``
-and the tests). Errors are things a server refuses, crashes on or fails at run time every time; warnings are
-behaviours that surprise (lost reply fields, a deterministic PRNG, keys a cluster cannot route). Rules are
-heuristics tuned for near-zero false positives: when the source does not say enough (a command name or key that is
-not a constant, a callback that is not a local function), the rule stays quiet.
+Two sources, on purpose. What happens while the library *loads* — its registrations, their errors, a ``log`` at
+load time, names that differ only in case, a syntax error — comes from the vet (:mod:`.vet`), which runs the top
+level as FUNCTION LOAD does: those findings are exact, with the server's own message. What happens when a function
+*runs* (unknown globals, undeclared keys, writes under no-writes, reply shapes) is read from the source by the static
+reader in ``_lua``: those are hints, tuned for near-zero false positives (when the source does not say enough, a
+rule stays quiet), and they never decide whether a library is loaded.
+
+Every rule is backed by a behaviour measured on Redis 7.0.15 and Valkey 9.1.2 (``docs/lua-sandbox.md`` and the
+tests). Errors are things a server refuses, crashes on or fails at run time every time; warnings are behaviours that
+surprise (lost reply fields, a deterministic PRNG, keys a cluster cannot route).
 
 A finding can be silenced with a comment naming its rule on the same line or the line before:
 ``-- lint-ignore: undeclared-key`` (several rules separated by commas).
@@ -17,7 +22,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from redis_functions_operator._lua_syntax import (
+from redis_functions_operator.library._lua.registrations import Registration, find_registrations
+from redis_functions_operator.library._lua.syntax import (
     Assign,
     Binding,
     BinOp,
@@ -47,15 +53,16 @@ from redis_functions_operator._lua_syntax import (
     resolve_value,
     unparen,
 )
-from redis_functions_operator.functions import VALID_FLAGS, Registration, find_registrations
-from redis_functions_operator.library import (
+from redis_functions_operator.library.model import (
     MSG_BAD_NAME,
     MSG_INVALID_METADATA,
     MSG_MISSING_METADATA,
     LibraryError,
+    RegisteredFunction,
     as_bytes,
     parse_shebang,
 )
+from redis_functions_operator.library.vet import LoadOutcome, Vetting, vet
 
 
 class Severity(StrEnum):
@@ -75,18 +82,20 @@ class Finding:
 RULES: dict[str, str] = {
     "shebang": "the first line is not a shebang Redis accepts (#!lua name=<library>)",
     "shebang-quotes": "quotes or backslashes in the shebang line, which Redis and Valkey read differently",
-    "syntax": "the source does not tokenize or parse as Lua 5.1 (FUNCTION LOAD reports the exact error)",
+    "syntax": "the source does not compile as Lua 5.1 (the compiler's own message, as FUNCTION LOAD reports it)",
     "no-functions": "no redis.register_function call runs at load time",
     "duplicate-function": "two functions with the same name, or names differing only in case",
-    "computed-function-name": "a function name computed at load time, which cannot be checked for case-only duplicates",
     "function-name": "a function name other than letters, digits and underscores",
     "register-arguments": "redis.register_function arguments Redis refuses (unknown key, missing name, ...)",
     "unknown-flag": "a flag that is not no-writes, allow-oom, allow-stale, no-cluster or allow-cross-slot-keys",
     "ignored-flag": "a keyed entry in a flags table, which Redis silently ignores",
     "no-cluster": "the no-cluster flag: the function is refused on every cluster node",
     "nested-registration": "redis.register_function inside a function body (not run at load, fails when called)",
-    "top-level-log": "redis.log/server.log at load time (crashes Valkey 9.1.2)",
+    "top-level-log": "redis.log/server.log called at load time, by any path (crashes Valkey 9.1.2)",
     "top-level-call": "a global other than redis.register_function/log/LOG_*/REDIS_VERSION used at load time",
+    "load-error": "any other error the top level raises while FUNCTION LOAD runs it",
+    "vet-inconclusive": "the vet could not finish running the load within its bounds (refused: fail closed)",
+    "version-dependent": "the top level reads the server version and loads differently on some servers",
     "global-assignment": "an assignment to a global (globals are read-only in Redis Functions)",
     "unknown-global": "a global or redis.* field that does not exist when a function runs",
     "valkey-only": "the server global, server.* / redis.* fields or os.clock that exist only on Valkey",
@@ -200,51 +209,33 @@ _IGNORE = re.compile(r"lint-ignore\s*:\s*([a-z0-9, -]+)")
 _LOAD_TIME_HINT = "only redis.register_function, redis.log and redis.LOG_*/REDIS_VERSION(_NUM) exist at load time"
 
 
-#: Findings that mean "sending this to a server can take the server down", so the CLI and the operator refuse the
-#: library before any FUNCTION LOAD: a top-level ``redis.log`` aborts Valkey 9.1.2 during the load, and two function
-#: names that differ only in case load, but a later LOAD REPLACE or DELETE of that library crashes Redis 7.0.15 and
-#: Valkey 9.1.2 alike (both reproduced in tests/unit/test_lint.py). A name computed at load time (``names[i]`` in a
-#: loop, a helper's parameter) could be such a duplicate and no static read can tell, so it is refused too; a
-#: ``-- lint-ignore: computed-function-name`` comment on that line accepts it (the sync engine still refuses to
-#: spread a library whose loaded function names turn out to differ only in case).
-UNSAFE_RULES = frozenset({"top-level-log", "duplicate-function", "computed-function-name"})
-
-
 # ----------------------------------------------------------------------------------------------------- entry point
-
-
-def unsafe_findings(source: bytes | str) -> list[Finding]:
-    """The findings of :data:`UNSAFE_RULES`: a non-empty result means "do not load this anywhere"."""
-    return [f for f in lint(source) if f.severity is Severity.ERROR and f.rule in UNSAFE_RULES]
 
 
 def lint(source: bytes | str) -> list[Finding]:
     """All findings for one library source, sorted by line (errors first within a line)."""
     code = as_bytes(source)
     findings = list(_shebang(code))
+    vetting = _vet_body(code)
+    if vetting is not None:
+        findings.extend(_load_findings(vetting))
     parsed = parse(code)
-    errors = [*parsed.problems, *([parsed.error] if parsed.error is not None else [])]
-    if errors:
-        # like Lua, only the first: what follows an unfinished string or comment is noise
-        first = min(errors, key=lambda p: p.line)
-        findings.append(_syntax(first.line, first.message))
-    registrations = find_registrations(parsed, code)
-    findings.extend(_registration_findings(registrations))
-    if parsed.error is None:  # a token scan cannot tell a computed name from one it failed to read
-        findings.extend(_computed_names(registrations))
-    if parsed.error is None:
+    if parsed.error is None and not parsed.problems:
+        # the static reader's own view is only a hint: when it cannot read what Lua compiles, it stays quiet
+        registrations = find_registrations(parsed, code)
+        findings.extend(_nested_registrations(registrations))
         findings.extend(_Linter(parsed, registrations).run())
     return _finish(findings, parsed)
 
 
-def _syntax(line: int, message: str) -> Finding:
-    return Finding(
-        Severity.WARNING,
-        line,
-        "syntax",
-        f"Lua cannot read this: {message} (FUNCTION LOAD fails with 'Error compiling function'; "
-        "other rules only see the part before it)",
-    )
+def _vet_body(code: bytes) -> Vetting | None:
+    """The vet's verdict; for a shebang the server refuses, the body behind a stand-in shebang (so one problem
+    does not hide the rest), and None when there is no body at all."""
+    try:
+        return vet(code)
+    except LibraryError:
+        newline = code.find(b"\n")
+        return None if newline < 0 else vet(b"#!lua name=lint" + code[newline:])
 
 
 def _finish(findings: list[Finding], parsed: Parsed) -> list[Finding]:
@@ -302,33 +293,118 @@ def _shebang_hint(code: bytes, message: str) -> str:
     return ""
 
 
-# ---------------------------------------------------------------------------------------------------- registrations
+# ------------------------------------------------------------------------------------------------- from the vet
+
+#: Which rule a load error belongs to, by a fragment of the server's message (first match wins).
+_LOAD_ERROR_RULES = (
+    ("Error compiling function", "syntax"),
+    ("No functions registered", "no-functions"),
+    ("unknown flag given", "unknown-flag"),
+    ("names can only contain", "function-name"),
+    ("Function already exists in the library", "duplicate-function"),
+    ("nonexistent global variable", "top-level-call"),
+    ("Attempt to modify a readonly table", "global-assignment"),
+    ("register_function", "register-arguments"),
+)
+
+_LOAD_HINTS = {
+    "top-level-call": f" ({_LOAD_TIME_HINT}; move this into a function)",
+    "global-assignment": " (globals are read-only: declare it local, keep values in a local table)",
+    "no-functions": " (the top level must call redis.register_function)",
+}
 
 
-def _computed_names(registrations: list[Registration]) -> Iterable[Finding]:
-    for reg in registrations:
-        if reg.at_load and reg.name is None and not reg.errors and reg.form != "unknown":
+def _load_findings(vetting: Vetting) -> Iterable[Finding]:
+    """Findings from running the load: crashes and refusals first, then what each server replies."""
+    refusal = vetting.refusal
+    crashed = next((o for o in vetting.outcomes if o.crash), None)
+    if crashed is not None:  # reported even when waived: the comment then silences it like any finding
+        yield Finding(Severity.ERROR, crashed.line or 1, crashed.crash_rule, str(crashed.crash))
+        return
+    if refusal is not None:
+        yield Finding(Severity.ERROR, refusal.line or 1, "vet-inconclusive", f"refused: {refusal.message}")
+        return
+    on_redis, on_valkey = vetting.outcome("redis"), vetting.outcome("valkey")
+    if on_redis.error and on_valkey.error:
+        yield _load_error(on_redis, on_valkey)
+    elif on_redis.error:
+        yield Finding(
+            Severity.WARNING,
+            on_redis.line or 1,
+            "valkey-only",
+            f"loads on Valkey only: {on_redis.server} replies '{on_redis.error}' (use redis.*, which both have)",
+        )
+    elif on_valkey.error:
+        rule = _rule_for(on_valkey.error)
+        yield Finding(Severity.WARNING, on_valkey.line or 1, rule, f"{on_valkey.server} replies '{on_valkey.error}'")
+    yield from _version_findings(vetting)
+    loaded = next((o for o in vetting.outcomes if o.loads), None)
+    if loaded is not None:
+        yield from _flag_findings(loaded)
+
+
+def _rule_for(error: str) -> str:
+    return next((rule for fragment, rule in _LOAD_ERROR_RULES if fragment in error), "load-error")
+
+
+def _load_error(on_redis: LoadOutcome, on_valkey: LoadOutcome) -> Finding:
+    error = str(on_redis.error)
+    rule = _rule_for(error)
+    line = on_redis.line or on_valkey.line or 1
+    message = f"FUNCTION LOAD fails: {error}"
+    if on_valkey.error != error:
+        message += f" ({on_valkey.server}: {on_valkey.error})"
+    if rule == "duplicate-function":
+        # Valkey runs the whole top level before it checks names, so its run holds both registrations
+        twice = [f.line for f in on_valkey.functions if f.line and on_valkey.line and _same_name(f, on_valkey)]
+        if len(twice) >= 2:
+            message = f"a function is registered twice (lines {twice[0]} and {twice[1]}): {message}"
+    return Finding(Severity.ERROR, line, rule, message + _LOAD_HINTS.get(rule, ""))
+
+
+def _same_name(function: RegisteredFunction, outcome: LoadOutcome) -> bool:
+    duplicate = next(f for f in outcome.functions if f.line == outcome.line)
+    return function.name == duplicate.name
+
+
+def _version_findings(vetting: Vetting) -> Iterable[Finding]:
+    if not vetting.version_dependent:
+        return
+    loads = {o.server: o.loads for o in vetting.outcomes}
+    if len(set(loads.values())) > 1:
+        failing = next(o for o in vetting.outcomes if not o.loads)
+        yield Finding(
+            Severity.WARNING,
+            failing.line or 1,
+            "version-dependent",
+            "the top level reads the server version, and the load depends on it: it loads on "
+            f"{', '.join(s for s, ok in loads.items() if ok)} but fails on "
+            f"{', '.join(s for s, ok in loads.items() if not ok)} ({failing.server}: {failing.error})",
+        )
+
+
+def _flag_findings(outcome: LoadOutcome) -> Iterable[Finding]:
+    for function in outcome.functions:
+        label = f"function {function.name!r}"
+        if "no-cluster" in function.flags:
             yield Finding(
-                Severity.ERROR,
-                reg.name_line or reg.line,
-                "computed-function-name",
-                "function name computed at load time: it cannot be checked for names that differ only in case, "
-                "which load but make the next FUNCTION LOAD REPLACE or FUNCTION DELETE of this library crash Redis "
-                "7.0.15 and Valkey 9.1.2; write the name as a string literal (or add "
-                "'-- lint-ignore: computed-function-name' if the names are known to be distinct)",
+                Severity.WARNING,
+                function.line or 1,
+                "no-cluster",
+                f"{label} has the no-cluster flag: it is refused on every cluster node: "
+                "ERR Can not run script on cluster, 'no-cluster' flag is set",
+            )
+        for key in function.ignored_flags:
+            yield Finding(
+                Severity.WARNING,
+                function.line or 1,
+                "ignored-flag",
+                f"flags entry {key!r} on {label} is ignored: the server reads only the list part of the flags "
+                f"table; write flags = {{'{key}'}}",
             )
 
 
-def _registration_findings(registrations: list[Registration]) -> Iterable[Finding]:
-    at_load = [r for r in registrations if r.at_load]
-    if not at_load:
-        yield Finding(
-            Severity.ERROR,
-            1,
-            "no-functions",
-            "No functions registered: FUNCTION LOAD fails unless the top level calls redis.register_function",
-        )
-    seen: dict[str, Registration] = {}
+def _nested_registrations(registrations: list[Registration]) -> Iterable[Finding]:
     for reg in registrations:
         if not reg.at_load:
             yield Finding(
@@ -338,69 +414,6 @@ def _registration_findings(registrations: list[Registration]) -> Iterable[Findin
                 f"{reg.api} inside a function body does not register anything at FUNCTION LOAD, and fails when "
                 "that function runs: attempt to call field 'register_function' (a nil value); call it at the top "
                 "level",
-            )
-            continue
-        for line, error in reg.errors:
-            yield Finding(
-                Severity.ERROR,
-                line,
-                "register-arguments",
-                f"FUNCTION LOAD fails: Error registering functions: ERR {error}",
-            )
-        if reg.name is not None:
-            if not _FUNCTION_NAME.fullmatch(reg.name):
-                yield Finding(
-                    Severity.ERROR,
-                    reg.name_line or reg.line,
-                    "function-name",
-                    f"invalid function name {reg.name!r}: Function names can only contain letters, numbers, or "
-                    "underscores(_) and must be at least one character long (Redis 7.0 words it 'Library names ...')",
-                )
-            first = seen.get(reg.name.lower())
-            if first is None:
-                seen[reg.name.lower()] = reg
-            elif first.name == reg.name:
-                yield Finding(
-                    Severity.ERROR,
-                    reg.line,
-                    "duplicate-function",
-                    f"function {reg.name!r} is registered twice (lines {first.line} and {reg.line}): FUNCTION LOAD "
-                    "fails with 'Function already exists in the library'",
-                )
-            else:
-                yield Finding(
-                    Severity.ERROR,
-                    reg.line,
-                    "duplicate-function",
-                    f"function {reg.name!r} (line {reg.line}) differs only in case from {first.name!r} (line "
-                    f"{first.line}): FCALL names are case-insensitive so only one is reachable, and FUNCTION LOAD "
-                    "REPLACE or FUNCTION DELETE of this library crashes Redis 7.0.15 and Valkey 9.1.2",
-                )
-        label = f"function {reg.name!r}" if reg.name is not None else "this function"
-        for flag in reg.flags:
-            if flag.lower() not in VALID_FLAGS:
-                yield Finding(
-                    Severity.ERROR,
-                    reg.flags_line or reg.line,
-                    "unknown-flag",
-                    f"unknown flag {flag!r} on {label}: FUNCTION LOAD fails with 'unknown flag given' "
-                    f"(valid flags: {', '.join(VALID_FLAGS)})",
-                )
-            elif flag == "no-cluster":
-                yield Finding(
-                    Severity.WARNING,
-                    reg.flags_line or reg.line,
-                    "no-cluster",
-                    f"{label} has the no-cluster flag: it is refused on every cluster node: "
-                    "ERR Can not run script on cluster, 'no-cluster' flag is set",
-                )
-        for line, key in reg.ignored_flags:
-            yield Finding(
-                Severity.WARNING,
-                line,
-                "ignored-flag",
-                f"flags entry {key!r} on {label} is ignored: Redis reads only the list part of the flags table; "
-                f"write flags = {{'{key}'}}",
             )
 
 
@@ -453,6 +466,8 @@ class _Linter(Walker):
             self.check_reply(value, self.callbacks[self.funcs[-1]], s.line if isinstance(value, Name) else 0)
 
     def check_assignment(self, target: Expr, line: int, func: Func | None) -> None:
+        if self.at_load:
+            return  # the vet runs the load and reports it with the server's message
         root = target
         while isinstance(root, Index):
             root = root.obj
@@ -465,16 +480,17 @@ class _Linter(Walker):
             what, fix = f"the {root.name} table is read-only", "keep your own values in a local table"
         else:
             return  # reading another global is reported where it is read
-        when = "FUNCTION LOAD fails" if self.at_load else "the function fails when it runs"
         self.add(
             Severity.ERROR,
             line,
             "global-assignment",
-            f"{what}: {when} with 'Attempt to modify a readonly table' ({fix})",
+            f"{what}: the function fails when it runs with 'Attempt to modify a readonly table' ({fix})",
         )
 
     # expressions
     def on_expr(self, e: Expr, parent: Expr | Stat | None) -> None:
+        if self.at_load:
+            return  # load-time code is the vet's: it ran it
         if isinstance(e, Name):
             if e.binding is None and not self.is_target(e, parent):
                 self.check_global(e)
@@ -482,14 +498,6 @@ class _Linter(Walker):
             root = e.obj
             if isinstance(root, Name) and root.binding is None and isinstance(e.key, String):
                 self.check_field(e, root.name, e.key.value)  # redis.log and redis['log'] alike
-            elif isinstance(root, Name) and root.binding is None and root.name in REDIS_TABLES and self.at_load:
-                self.add(
-                    Severity.ERROR,
-                    e.line,
-                    "top-level-log",
-                    f"{root.name}[...] with a computed key at load time may be {root.name}.log, which crashes "
-                    "Valkey 9.1.2 during FUNCTION LOAD; use constant field names",
-                )
         elif isinstance(e, Call):
             path = dotted(unparen(e.func))
             if path in CALL_APIS:
@@ -503,24 +511,6 @@ class _Linter(Walker):
 
     def check_global(self, e: Name) -> None:
         name = e.name
-        if self.at_load:
-            if name == "server":
-                self.add(
-                    Severity.WARNING,
-                    e.line,
-                    "valkey-only",
-                    "the server global exists only on Valkey: on Redis FUNCTION LOAD fails with "
-                    "'Script attempted to access nonexistent global variable 'server'' (use redis.*)",
-                )
-            elif name != "redis":
-                self.add(
-                    Severity.ERROR,
-                    e.line,
-                    "top-level-call",
-                    f"{name!r} is used while FUNCTION LOAD runs the top level: it fails with 'Script attempted to "
-                    f"access nonexistent global variable '{name}'' ({_LOAD_TIME_HINT}; move this into a function)",
-                )
-            return
         if name in RUNTIME_GLOBALS or name == "os":
             return
         if name == "server":
@@ -557,14 +547,14 @@ class _Linter(Walker):
             )
             return
         if root == "os":
-            if name == "clock" and not self.at_load:
+            if name == "clock":
                 self.add(
                     Severity.WARNING,
                     e.line,
                     "valkey-only",
                     "os.clock exists only on Valkey: Redis has no os global (use redis.call('TIME'))",
                 )
-            elif not self.at_load:
+            else:
                 self.add(
                     Severity.ERROR,
                     e.line,
@@ -576,33 +566,6 @@ class _Linter(Walker):
         if root not in REDIS_TABLES:
             return
         qualified = f"{root}.{name}"
-        if self.at_load:
-            if name in ("log",):
-                self.add(
-                    Severity.ERROR,
-                    e.line,
-                    "top-level-log",
-                    f"{qualified} at load time crashes Valkey 9.1.2 during FUNCTION LOAD (ASSERTION FAILED "
-                    "script_lua.c:1425 'rctx'); log inside functions only",
-                )
-            elif name in VALKEY_ONLY_FIELDS:
-                self.add(
-                    Severity.WARNING,
-                    e.line,
-                    "valkey-only",
-                    f"{qualified} exists only on Valkey: on Redis FUNCTION LOAD fails with 'Script attempted to "
-                    f"access nonexistent global variable '{name}''",
-                )
-            elif name not in LOAD_TIME_FIELDS:
-                self.add(
-                    Severity.ERROR,
-                    e.line,
-                    "top-level-call",
-                    f"{qualified} is used while FUNCTION LOAD runs the top level: it fails with 'Script attempted "
-                    f"to access nonexistent global variable '{name}'' ({_LOAD_TIME_HINT}; move this into a "
-                    "function)",
-                )
-            return
         if name in VALKEY_ONLY_FIELDS:
             self.add(
                 Severity.WARNING,
@@ -635,9 +598,9 @@ class _Linter(Walker):
                 "deprecated-command",
                 f"{command} is deprecated since Redis {deprecated[0]}: use {deprecated[1]}",
             )
-        if command in WRITE_COMMANDS and not self.at_load:
+        if command in WRITE_COMMANDS:
             self.check_no_writes(command, line)
-        if command in KEY_COMMANDS and len(call.args) > 1 and not self.at_load:
+        if command in KEY_COMMANDS and len(call.args) > 1:
             problem = self.key_problem(call.args[1])
             if problem is not None:
                 self.add(
@@ -827,4 +790,4 @@ class _Sources(Walker):
                     self.sources.setdefault(target.binding, []).extend([s.values[i]] if same else s.values)
 
 
-__all__ = ["RULES", "UNSAFE_RULES", "Finding", "Severity", "lint", "unsafe_findings"]
+__all__ = ["RULES", "Finding", "Severity", "lint"]

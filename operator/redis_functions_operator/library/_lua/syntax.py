@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from redis_functions_operator._lua_tokens import Kind, Problem, Token, tokenize
+from redis_functions_operator.library._lua.tokens import Kind, Problem, Token, tokenize
 
 # --------------------------------------------------------------------------------------------------------- tree
 
@@ -272,6 +272,7 @@ class _Parser:
         self.depth = 0
         self.vararg = [True]  # per function being parsed: may it use '...'? (the main chunk may)
         self.loops = [0]  # per function being parsed: enclosing while/for/repeat loops
+        self.looked_ahead = -1  # index of the token a table item's look-ahead read (see call_args)
 
     # token helpers
     @property
@@ -616,7 +617,11 @@ class _Parser:
         if t.is_op("{"):
             return [self.table()]
         if t.is_op("("):
-            if t.line != self.tokens[self.pos - 1].line:
+            # lparser.c compares the '(' with ``lastline``: the line where the previous token *ends* (a multi-line
+            # string), except right after a look-ahead (a table item's name, checked for '='), when it is the '('
+            # token's own line, so the check cannot fire
+            previous = self.tokens[self.pos - 1]
+            if self.pos != self.looked_ahead and t.line != (previous.last_line or previous.line):
                 raise self.error("ambiguous syntax (function call x new statement)")
             self.advance()
             args = [] if self.check_op(")") else self.exprlist()
@@ -629,6 +634,7 @@ class _Parser:
         fields: list[Field] = []
         while not self.check_op("}"):
             t = self.tok
+            self.looked_ahead = self.pos + 1 if t.kind is Kind.NAME else -1
             if t.kind is Kind.NAME and self.peek().is_op("="):
                 self.advance()
                 self.advance()

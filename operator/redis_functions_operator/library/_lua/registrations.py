@@ -1,8 +1,8 @@
-"""Which functions a library registers, read statically from its Lua source (best effort, pure).
+"""Where a library's source calls register_function, read statically (best effort, pure; private to lint).
 
-Redis only tells us a library's functions after it loaded it somewhere. The operator wants them before: to spot a
-function name that another library already owns (names are global and case-insensitive across libraries), to show
-them in status, and to lint. Both registration forms are recognised:
+Which functions a library registers is the vet's answer (it runs the load); this reader serves lint's run-time hints
+only: which local functions are callbacks (so their first two parameters are KEYS and ARGV), which carry no-writes,
+and which registrations sit inside a function body. Both registration forms are recognised:
 ``redis.register_function('f', cb)`` and ``redis.register_function{function_name='f', callback=cb, flags={...}}``
 (also written ``redis.register_function({...})``), through Valkey's ``server`` alias or a local alias
 (``local register = redis.register_function``).
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from redis_functions_operator._lua_syntax import (
+from redis_functions_operator.library._lua.syntax import (
     Call,
     Const,
     Expr,
@@ -38,11 +38,10 @@ from redis_functions_operator._lua_syntax import (
     constant_string,
     dotted,
     load_time_functions,
-    parse,
     resolve_value,
     unparen,
 )
-from redis_functions_operator._lua_tokens import Kind, Token, tokenize
+from redis_functions_operator.library._lua.tokens import Kind, Token, tokenize
 
 #: Every flag Redis 7 and Valkey 9 accept (matched case-insensitively); anything else fails the load.
 VALID_FLAGS = ("no-writes", "allow-oom", "allow-stale", "no-cluster", "allow-cross-slot-keys")
@@ -51,15 +50,6 @@ VALID_FLAGS = ("no-writes", "allow-oom", "allow-stale", "no-cluster", "allow-cro
 REGISTER_FIELDS = ("function_name", "callback", "flags", "description")
 
 REGISTER_APIS = ("redis.register_function", "server.register_function")
-
-
-@dataclass(frozen=True)
-class RegisteredFunction:
-    """A function the library registers at load time, as far as a static read of the source can tell."""
-
-    name: str
-    flags: tuple[str, ...] = ()
-    line: int = 0
 
 
 @dataclass(eq=False)
@@ -93,25 +83,6 @@ class Registration:
             return None
         value = resolve_value(self.callback)
         return value if isinstance(value, Func) else None
-
-    def as_registered(self) -> RegisteredFunction | None:
-        if self.name is None:
-            return None
-        return RegisteredFunction(self.name, self.flags, self.line)
-
-
-def extract_functions(code: bytes) -> list[RegisteredFunction]:
-    """Registered functions in source order. Never raises: unreadable registrations are skipped."""
-    try:
-        registrations = find_registrations(parse(code), code)
-    except Exception:  # pragma: no cover - best effort by contract; the parser itself does not raise
-        return []
-    result = []
-    for reg in registrations:
-        registered = reg.as_registered() if reg.at_load else None
-        if registered is not None:
-            result.append(registered)
-    return result
 
 
 def find_registrations(parsed: Parsed, code: bytes | str) -> list[Registration]:
@@ -390,8 +361,6 @@ def _scan_table(tokens: list[Token], start: int, line: int, api: str) -> Registr
 __all__ = [
     "REGISTER_FIELDS",
     "VALID_FLAGS",
-    "RegisteredFunction",
     "Registration",
-    "extract_functions",
     "find_registrations",
 ]

@@ -1,4 +1,6 @@
-"""Static reading of a library's Lua: the tokenizer, the parser and which functions it registers."""
+"""The static Lua reader behind lint's hints: the tokenizer, the parser and where register_function is called.
+
+Which functions a library registers is not read here: the vet runs the load (tests/unit/test_vet.py)."""
 
 from __future__ import annotations
 
@@ -12,20 +14,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from redis_functions_operator._lua_syntax import parse
-from redis_functions_operator._lua_tokens import Kind, count_lines, tokenize
-from redis_functions_operator.functions import RegisteredFunction, extract_functions, find_registrations
+from redis_functions_operator.library._lua.registrations import find_registrations
+from redis_functions_operator.library._lua.syntax import parse
+from redis_functions_operator.library._lua.tokens import Kind, count_lines, tokenize
 
 REPO = Path(__file__).resolve().parents[2]
 LUA_DIR = REPO / "lua"
-
-
-def fn(name: str, line: int, *flags: str) -> RegisteredFunction:
-    return RegisteredFunction(name, tuple(flags), line)
-
-
-def names(code: str | bytes) -> list[str]:
-    return [f.name for f in extract_functions(code if isinstance(code, bytes) else code.encode())]
 
 
 # --------------------------------------------------------------------------------------------------- tokenizer
@@ -150,6 +144,20 @@ def test_parse_errors_like_lua(code: str, line: int, message: str) -> None:
     assert (parsed.error.line, parsed.error.message) == (line, message)
 
 
+@pytest.mark.parametrize(
+    "code",
+    [
+        'local function f(s) return function() return s end end\nlocal v = f"a\\\nb"()\n',  # '(' where the string ends
+        "local f, g\nlocal t = { f\n(g) }\n",  # lparser.c's look-ahead for '=' moves lastline to the '('
+        "local n = 1\0\n",  # strchr("Ee", c) matches the NUL: the numeral swallows it
+        "local n = 2\0\0 + 1\n",
+    ],
+)
+def test_valid_lua_the_reader_once_refused(code: str) -> None:
+    parsed = parse(b"#!lua name=x\n" + code.encode())
+    assert (parsed.error, parsed.problems) == (None, [])
+
+
 def test_nesting_limit_matches_redis() -> None:
     # Redis 7.0.15 loads 198 nested parentheses and refuses 199 (luac 5.1.5 refuses 198)
     assert parse(("local x = " + "(" * 198 + "1" + ")" * 198).encode()).error is None
@@ -159,7 +167,7 @@ def test_long_left_associative_chains_do_not_recurse() -> None:
     # Lua accepts these at any length; the tree walks must not hit Python's recursion limit
     for body in ("local x = 1" + " + 1" * 30000, "local t = {} local x = t" + ".a" * 30000):
         code = f"#!lua name=c\n{body}\nredis.register_function('c', function() return x end)\n"
-        assert names(code) == ["c"]
+        assert [r.name for r in find_registrations(parse(code.encode()), code)] == ["c"]
 
 
 def test_statements_before_a_syntax_error_are_kept() -> None:
@@ -218,193 +226,6 @@ def test_parser_accepts_exactly_what_luac_accepts(tmp_path: Path) -> None:
             assert min(errors)[0] == theirs[0], (theirs, errors, code)
 
 
-# -------------------------------------------------------------------------------------------------- extraction
-
-
-def test_positional_form_with_both_quotes() -> None:
-    code = """#!lua name=x
-local function cb(keys, args) return 1 end
-redis.register_function('single', cb)
-redis.register_function("double", function(keys, args)
-  return 2
-end)
-"""
-    assert extract_functions(code.encode()) == [fn("single", 3), fn("double", 4)]
-
-
-def test_table_form_with_flags_and_description() -> None:
-    code = """#!lua name=x
-local function cb() return 1 end
-redis.register_function{function_name='ro', callback=cb, flags={'no-writes', 'allow-oom'}, description='d'}
-redis.register_function({
-  function_name = "paren",
-  callback = cb,
-  flags = { "allow-stale" },
-})
-redis.register_function{FUNCTION_NAME='upper_keys', CALLBACK=cb, FLAGS={'NO-WRITES'}}
-"""
-    assert extract_functions(code.encode()) == [
-        fn("ro", 3, "no-writes", "allow-oom"),
-        fn("paren", 4, "allow-stale"),
-        fn("upper_keys", 9, "no-writes"),  # keys and flags are case-insensitive in Redis
-    ]
-
-
-def test_valkey_server_alias_and_local_alias() -> None:
-    code = """#!lua name=x
-server.register_function('v', function() return 1 end)
-local register = redis.register_function
-register('aliased', function() return 1 end)
-register{function_name='aliased_table', callback=function() return 1 end}
-"""
-    assert names(code) == ["v", "aliased", "aliased_table"]
-
-
-def test_not_fooled_by_comments_and_strings() -> None:
-    code = """#!lua name=x
--- redis.register_function('line_comment', cb)
---[[ redis.register_function('long_comment', cb) ]]
---[==[
-redis.register_function('level_comment', cb)
-]] still inside ]==]
-local a = 'redis.register_function("single_string", cb)'
-local b = "redis.register_function('double_string', cb)"
-local c = [[redis.register_function('long_string', cb)]]
-local d = [=[ ]] redis.register_function('level_string', cb) ]=]
-redis.register_function('real', function() return a .. b .. c .. d end)
-"""
-    assert extract_functions(code.encode()) == [fn("real", 11)]
-
-
-def test_only_redis_and_server_tables_count() -> None:
-    code = """#!lua name=x
-local redis_like = {register_function = function() end}
-redis_like.register_function('other_table', 1)
-local function shadow()
-  local redis = redis_like
-  redis.register_function('shadowed', 1)
-end
-redis.register_function('real', function() return 1 end)
-"""
-    assert names(code) == ["real"]
-
-
-def test_registration_inside_a_function_body_is_not_at_load() -> None:
-    code = """#!lua name=x
-redis.register_function('outer', function()
-  redis.register_function('inner', function() return 1 end)
-  return 1
-end)
-"""
-    assert names(code) == ["outer"]
-    regs = find_registrations(parse(code.encode()), code)
-    assert [(r.name, r.at_load) for r in regs] == [("outer", True), ("inner", False)]
-
-
-def test_registration_in_a_helper_the_top_level_calls_runs_at_load() -> None:
-    code = """#!lua name=x
-local function register(name, cb)
-  redis.register_function{function_name = name, callback = cb, flags = {'no-writes'}}
-end
-register('through_helper', function() return 1 end)
-"""
-    regs = find_registrations(parse(code.encode()), code)
-    assert [(r.at_load, r.name, r.flags, r.line) for r in regs] == [(True, "through_helper", ("no-writes",), 5)]
-    assert names(code) == ["through_helper"]  # read through the helper's only call site
-
-
-def test_a_helper_called_with_a_computed_name_leaves_the_name_unknown() -> None:
-    code = """#!lua name=x
-local function register(name)
-  redis.register_function(name, function() return 1 end)
-end
-register('known')
-register(string.upper('known'))
-"""
-    regs = find_registrations(parse(code.encode()), code)
-    assert [(r.at_load, r.name) for r in regs] == [(True, None)]
-    assert names(code) == []
-
-
-def test_constant_names_and_flags_are_resolved() -> None:
-    code = """#!lua name=x
-local PREFIX = 'shop_'
-local RO = {'no-writes'}
-local FLAG = 'allow-oom'
-redis.register_function(PREFIX .. 'get', function() return 1 end)
-redis.register_function{function_name=PREFIX .. 'set', callback=function() return 1 end, flags={FLAG}}
-redis.register_function{function_name='ro', callback=function() return 1 end, flags=RO}
-redis.register_function(16, function() return 1 end)
-"""
-    assert extract_functions(code.encode()) == [
-        fn("shop_get", 5),
-        fn("shop_set", 6, "allow-oom"),
-        fn("ro", 7, "no-writes"),
-        fn("16", 8),  # Redis accepts a number and registers it as "16"
-    ]
-
-
-def test_non_literal_flags_record_what_they_can() -> None:
-    code = """#!lua name=x
-local function pick() return 'no-writes' end
-redis.register_function{function_name='a', callback=function() return 1 end, flags={'allow-oom', pick()}}
-redis.register_function{function_name='b', callback=function() return 1 end, flags={['no-writes']=true}}
-redis.register_function{function_name='c', callback=function() return 1 end, flags={'Custom-Flag'}}
-"""
-    assert extract_functions(code.encode()) == [
-        fn("a", 3, "allow-oom"),
-        fn("b", 4),  # Redis reads only the list part: this function has no flags
-        fn("c", 5, "Custom-Flag"),  # unknown flags are kept as written (lint reports them)
-    ]
-    regs = find_registrations(parse(code.encode()), code)
-    assert [r.flags_known for r in regs] == [False, True, True]
-    assert regs[1].ignored_flags == [(4, "no-writes")]
-
-
-def test_non_constant_name_is_skipped() -> None:
-    code = """#!lua name=x
-local n = 'a'
-n = n .. 'b'
-redis.register_function(n, function() return 1 end)
-redis.register_function('b', function() return 1 end)
-"""
-    assert names(code) == ["b"]
-
-
-def test_lines_are_the_register_function_token() -> None:
-    code = b"#!lua name=x\r\n\r\nredis\r\n  .register_function(\r\n'f', function() return 1 end)\r\n"
-    assert extract_functions(code) == [fn("f", 4)]
-
-
-def test_fallback_token_scan_when_the_source_does_not_parse() -> None:
-    code = """#!lua name=x
-redis.register_function('ok_before', function() return 1 end)
-local broken = = 1
-redis.register_function{function_name='ok_after', callback=cb, flags={'no-writes'}}
--- redis.register_function('commented', cb)
-"""
-    assert extract_functions(code.encode()) == [fn("ok_before", 2), fn("ok_after", 4, "no-writes")]
-
-
-def test_unterminated_long_string_does_not_raise() -> None:
-    code = b"#!lua name=x\nredis.register_function('a', function() return 1 end)\nlocal s = [==[ never closed\n"
-    assert names(code) == ["a"]
-
-
-@pytest.mark.skipif(not LUA_DIR.is_dir(), reason="lua/ not present")
-def test_corrected_libraries() -> None:
-    expected = {
-        "cart.lua": ["cart_add", "cart_remove", "cart_get", "cart_clear"],
-        "flags.lua": ["get_value", "important_write", "calculate"],
-        "mylib.lua": ["increment_counter", "decrement_counter", "hello"],
-        "ratelimiter.lua": ["check_rate_limit", "get_rate_limit_status"],
-        "sessions.lua": ["session_create", "session_get", "session_peek", "session_destroy", "session_destroy_all"],
-    }
-    for path in sorted(LUA_DIR.glob("*.lua")):
-        if path.name in expected:
-            assert names(path.read_bytes()) == expected[path.name], path.name
-
-
 ATOMS = ["redis", ".", "register_function", "(", ")", "{", "}", "'f'", '"g"', "[[", "]]", "[=[", "]=]", "--", "--[[",
          "function", "end", "=", ",", "flags", "function_name", "callback", "local", "x", "\n", " ", "\\", "'", '"',
          "..", "...", "0x", "1e", "if", "then", "do", "return", "\r", "#!lua name=z\n", "\xff", "é"]  # fmt: skip
@@ -414,10 +235,33 @@ LUA_ALPHABET = st.sampled_from(ATOMS)
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(LUA_ALPHABET, max_size=60).map("".join))
 def test_never_raises_on_token_soup(code: str) -> None:
-    extract_functions(("#!lua name=fuzz\n" + code).encode("utf-8", "surrogatepass"))
+    source = ("#!lua name=fuzz\n" + code).encode("utf-8", "surrogatepass")
+    find_registrations(parse(source), source)
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=300))
 def test_never_raises_on_random_bytes(code: bytes) -> None:
-    extract_functions(code)
+    find_registrations(parse(code), code)
+
+
+def test_registration_inside_a_function_body_is_not_at_load() -> None:
+    code = """#!lua name=x
+redis.register_function('outer', function()
+  redis.register_function('inner', function() return 1 end)
+  return 1
+end)
+"""
+    regs = find_registrations(parse(code.encode()), code)
+    assert [(r.name, r.at_load) for r in regs] == [("outer", True), ("inner", False)]
+
+
+def test_a_helpers_registrations_are_read_through_its_call_sites() -> None:
+    code = """#!lua name=x
+local function register(name, cb)
+  redis.register_function{function_name = name, callback = cb, flags = {'no-writes'}}
+end
+register('through_helper', function() return 1 end)
+"""
+    regs = find_registrations(parse(code.encode()), code)
+    assert [(r.at_load, r.name, r.flags, r.line) for r in regs] == [(True, "through_helper", ("no-writes",), 5)]

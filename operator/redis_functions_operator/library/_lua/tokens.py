@@ -72,7 +72,10 @@ class Tokens:
 _NEWLINE = re.compile(r"\r\n|\n\r|\r|\n")
 _SPACE = re.compile(r"[ \t\f\v\r\n]+")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_NUMBER = re.compile(r"(?:[0-9]|\.(?=[0-9]))[0-9.]*(?:[eE][+-]?)?[A-Za-z0-9_]*")
+#: Lua 5.1's ``read_numeral``: digits and dots, an exponent mark, its sign, then letters, digits and ``_``. The mark
+#: and the sign are tested with ``strchr("Ee", c)`` and ``strchr("+-", c)``, which also match the NUL byte: a NUL
+#: right after a numeral is swallowed by it (``1\0`` is the number 1), and the value is read up to that NUL.
+_NUMBER = re.compile(r"(?:[0-9]|\.(?=[0-9]))[0-9.]*(?:[eE\0][+\-\0]?)?[A-Za-z0-9_]*")
 #: What Lua's ``luaO_str2d`` (``strtod``, then ``strtoul`` base 16) accepts from a numeral token.
 _VALID_NUMBER = re.compile(
     r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
@@ -140,7 +143,7 @@ def tokenize(code: bytes | str, *, skip_shebang: bool = True) -> Tokens:
         if ("0" <= c <= "9") or (c == "." and pos + 1 < n and "0" <= text[pos + 1] <= "9"):
             m = _NUMBER.match(text, pos)
             assert m is not None
-            if not _VALID_NUMBER.fullmatch(m.group()):
+            if not _VALID_NUMBER.fullmatch(m.group().split("\0", 1)[0]):
                 problems.append(Problem(line, f"malformed number near '{m.group()}'"))
             tokens.append(Token(Kind.NUMBER, m.group(), line))
             pos = m.end()

@@ -1,6 +1,8 @@
 """The Lua library model: what a Redis Functions library *is*, before any server sees it.
 
-Pure: no I/O, no Redis, no Kubernetes. Everything else in the package starts from a :class:`Library`.
+Pure: no I/O, no Redis, no Kubernetes, and no Lua reader under it: the engine needs a library's name, exact bytes and
+sha256, which the shebang and the bytes give. The functions a library registers come from running its load
+(:mod:`.vet`), which fills :attr:`Library.functions`.
 
 Why parse the shebang ourselves when Redis will do it anyway? Because the operator must know the library's name
 before it talks to Redis (to look it up with ``FUNCTION LIST LIBRARYNAME``, to detect two objects claiming the same
@@ -18,8 +20,6 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 
-from redis_functions_operator.functions import RegisteredFunction, extract_functions
-
 #: Engines Redis 7 and Valkey 9 ship. The engine name is matched case-insensitively (``#!LUA`` is accepted).
 KNOWN_ENGINES = ("lua",)
 
@@ -34,6 +34,17 @@ MSG_BAD_NAME = (
 )
 
 
+@dataclass(frozen=True)
+class RegisteredFunction:
+    """A function the library registers while it loads: its name, flags (lower case), description and line."""
+
+    name: str
+    flags: tuple[str, ...] = ()
+    line: int = 0
+    description: str | None = None
+    ignored_flags: tuple[str, ...] = ()  # keys of the flags table other than 1..n, which the server ignores
+
+
 class LibraryError(ValueError):
     """A library source Redis would refuse. ``message`` uses Redis' own wording; ``line`` is 1-based."""
 
@@ -45,7 +56,8 @@ class LibraryError(ValueError):
 
 @dataclass(frozen=True)
 class Library:
-    """A parsed library: its name, engine, exact code bytes and their sha256, and the functions it registers."""
+    """A library: its name, engine, exact code bytes and their sha256, and (once vetted) the functions it
+    registers."""
 
     name: str
     engine: str
@@ -75,11 +87,11 @@ def as_bytes(source: bytes | str) -> bytes:
 
 
 def parse_library(source: bytes | str) -> Library:
-    """Parse a library source, raising :class:`LibraryError` with Redis' wording for anything Redis would refuse
-    at the metadata stage. Function extraction is best effort and never raises."""
+    """Read a library's shebang, raising :class:`LibraryError` with Redis' wording for anything Redis would refuse
+    at the metadata stage. The functions are left empty: :func:`~.vet.vet` finds them by running the load."""
     code = as_bytes(source)
     engine, name = parse_shebang(code)
-    return Library(name=name, engine=engine, code=code, functions=tuple(extract_functions(code)))
+    return Library(name=name, engine=engine, code=code)
 
 
 def parse_shebang(code: bytes) -> tuple[str, str]:
