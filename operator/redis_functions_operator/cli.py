@@ -26,12 +26,13 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import unquote, urlsplit
 
 from redis_functions_operator import __version__
-from redis_functions_operator.library import REFUSAL_PREFIX, Library, LibraryError, code_sha256, vet
+from redis_functions_operator.library import REFUSAL_PREFIX, Library, LibraryError, Vetting, code_sha256, vet
 
 if TYPE_CHECKING:  # the engine (redis-py, asyncio) is imported by the commands that talk to Redis, not at start-up
     from redis_functions_operator.redis.connect import Target
@@ -244,22 +245,49 @@ def library_files(paths: Sequence[str]) -> list[Path]:
 
 
 def load_libraries(paths: Sequence[str]) -> list[Library]:
-    libraries: list[Library] = []
-    seen: dict[str, Path] = {}
-    for path in library_files(paths):
-        try:
-            vetting = vet(path.read_bytes())
-        except LibraryError as exc:
-            raise UsageError(f"{path}:{exc.line}: {exc.message}") from None
-        refusal = vetting.refusal
-        if refusal is not None:
-            raise UsageError(f"{path}:{refusal.line}: refused, {REFUSAL_PREFIX[refusal.reason]}: {refusal.message}")
-        library = vetting.library
-        if library.name in seen:
-            raise UsageError(f"{path}: library {library.name!r} is also defined in {seen[library.name]}")
-        seen[library.name] = path
-        libraries.append(library)
-    return libraries
+    """Read and vet every library file; the first file refused (or a library defined twice) is a usage error."""
+    with ThreadPoolExecutor(max_workers=VET_THREADS) as pool:
+        return VettedFiles(paths, pool).libraries()
+
+
+#: Vets run on this many threads: lupa releases the GIL while Lua runs, so they use the machine's cores, and a
+#: ``sync`` imports the engine (redis-py, asyncio: most of its start-up) while its files are being vetted.
+VET_THREADS = max(1, min(4, os.cpu_count() or 1))
+
+
+class VettedFiles:
+    """Library files whose vets were started on a pool; :meth:`libraries` waits for them, in the files' order."""
+
+    def __init__(self, paths: Sequence[str], pool: Executor) -> None:
+        self._started: list[tuple[Path, Future[Vetting]]] = [
+            (path, pool.submit(vet, _read(path))) for path in library_files(paths)
+        ]
+
+    def libraries(self) -> list[Library]:
+        libraries: list[Library] = []
+        seen: dict[str, Path] = {}
+        for path, started in self._started:
+            try:
+                vetting = started.result()
+            except LibraryError as exc:
+                raise UsageError(f"{path}:{exc.line}: {exc.message}") from None
+            refusal = vetting.refusal
+            if refusal is not None:
+                reason = REFUSAL_PREFIX[refusal.reason]
+                raise UsageError(f"{path}:{refusal.line}: refused, {reason}: {refusal.message}")
+            library = vetting.library
+            if library.name in seen:
+                raise UsageError(f"{path}: library {library.name!r} is also defined in {seen[library.name]}")
+            seen[library.name] = path
+            libraries.append(library)
+        return libraries
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"{path}: {exc.strerror}") from None
 
 
 # --- commands ------------------------------------------------------------------------------------------------------
@@ -293,12 +321,14 @@ def cmd_lint(args: argparse.Namespace) -> int:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    import asyncio
+    with ThreadPoolExecutor(max_workers=VET_THREADS) as pool:
+        vetting = VettedFiles(args.files, pool)
+        import asyncio  # the engine's imports overlap the vets
 
-    from redis_functions_operator.redis.sync import sync_many
+        from redis_functions_operator.redis.sync import sync_many
 
-    target = target_from_args(args)
-    libraries = load_libraries(args.files)
+        target = target_from_args(args)
+        libraries = vetting.libraries()
     progress = _Progress(len(libraries), sys.stderr)
     results = asyncio.run(sync_many(libraries, target, on_done=progress.step))
     progress.finish()

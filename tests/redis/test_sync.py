@@ -356,9 +356,30 @@ async def test_tls_verified_with_the_test_ca_and_wrong_ca_refused(
     assert (await engine.sync(make_library(unique_name), with_client_cert)).ok
 
 
+async def test_many_libraries_read_each_primary_once(cluster: rs.Cluster, unique_name: str) -> None:
+    """From SHARED_LISTING_FROM libraries on, the first read is one FUNCTION LIST per primary, not one per library;
+    a library the listing shows missing or different is still loaded, and read back in its load's round trip."""
+    libraries = [make_library(f"{unique_name}_{i}") for i in range(engine.SHARED_LISTING_FROM)]
+    target = target_of(cluster.nodes[0])
+    before = {p.address: _calls(p, "function|list") for p in cluster.primaries()}
+    first = await engine.sync_many(libraries, target)
+    assert all(r.ok and {n.outcome for n in r.nodes} == {Outcome.LOADED} for r in first), first
+    loads = {p.address: _calls(p, "function|list") - before[p.address] for p in cluster.primaries()}
+    assert set(loads.values()) == {1 + len(libraries)}  # one listing, then each load's own read-back
+    before = {p.address: _calls(p, "function|list") for p in cluster.primaries()}
+    again = await engine.sync_many(libraries, target)
+    assert all(r.ok and {n.outcome for n in r.nodes} == {Outcome.UNCHANGED} for r in again)
+    assert {p.address: _calls(p, "function|list") - before[p.address] for p in cluster.primaries()} == dict.fromkeys(
+        before, 1
+    )
+
+
 def _load_calls(server: rs.RedisServer) -> int:
-    stats = server.info("commandstats")
-    entry = stats.get("cmdstat_function|load") or {}
+    return _calls(server, "function|load")
+
+
+def _calls(server: rs.RedisServer, command: str) -> int:
+    entry = server.info("commandstats").get(f"cmdstat_{command}") or {}
     return int(entry.get("calls", 0)) if isinstance(entry, dict) else 0
 
 

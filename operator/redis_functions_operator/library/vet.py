@@ -261,6 +261,9 @@ def run_loads(body: bytes, profiles: tuple[ServerProfile, ...] = PROFILES) -> tu
     queue = list(profiles)
     while queue:
         profile = queue.pop(0)
+        if outcomes and profile.engine == ENGINE_VALKEY and _clean_on_redis(outcomes[0], read_version):
+            outcomes.append(replace(outcomes[0], server=profile.label))
+            continue
         try:
             versions = runtime.table_from(profile.lua_versions())
             result = run(chunk, profile.engine.encode(), versions, BUDGET_INSTRUCTIONS, COST_LIMIT)
@@ -272,6 +275,16 @@ def run_loads(body: bytes, profiles: tuple[ServerProfile, ...] = PROFILES) -> tu
             read_version = True
             queue.extend(VERSIONED_PROFILES)
     return outcomes, read_version
+
+
+def _clean_on_redis(outcome: LoadOutcome, read_version: bool) -> bool:
+    """Whether a Valkey run can only repeat this Redis run. The two environments differ in the ``server`` global and
+    the Valkey-only fields (an error on Redis, so not clean), the version values (read: every profile runs), ``log``
+    (no call: nothing differs) and when names are checked (all valid and distinct: nothing differs), and in error
+    wording (no error). So for a library that loads on Redis without a log call or a version read, Valkey's answer
+    is the same, and the second run (half of a big library's vet) is skipped. The differential test checks these
+    derived answers against a real Valkey like the others."""
+    return outcome.server.startswith("Redis") and outcome.loads and not outcome.log_lines and not read_version
 
 
 def _sandbox_bytecode() -> bytes:

@@ -181,16 +181,34 @@ async def sync_many(
                 if on_done:
                     on_done(result)
             return failed
+        known = await _shared_listing(conn, topo, libraries) if len(libraries) >= SHARED_LISTING_FROM else {}
         gate = asyncio.Semaphore(max(1, concurrency))
 
         async def one(library: Library) -> SyncResult:
             async with gate:
-                result = await _sync(library, topo, conn, {})
+                result = await _sync(library, topo, conn, known)
             if on_done:
                 on_done(result)
             return result
 
         return list(await asyncio.gather(*(one(lib) for lib in libraries)))
+
+
+#: From this many libraries on, :func:`sync_many` reads each primary once (``FUNCTION LIST WITHCODE``) instead of
+#: each library reading each primary: 3 reads instead of 300 for 100 libraries on 3 primaries (the operator's
+#: ``--listing-burst`` default is the same number).
+SHARED_LISTING_FROM = 16
+
+
+async def _shared_listing(conn: Connector, topo: Topology, libraries: Sequence[Library]) -> Known:
+    """Each primary's copy of ``libraries``, read in one round trip per primary, to stand in for the syncs' first
+    reads (a node loaded is still read back in its load's own round trip). A primary that cannot be read is left
+    out: each sync then reads it itself and reports its own error."""
+    names = [library.name for library in libraries]
+    listings = await asyncio.gather(*(read_all_libraries(conn, node, names) for node in topo.primaries))
+    return {
+        node.endpoint: found for node, (found, error) in zip(topo.primaries, listings, strict=True) if error is None
+    }
 
 
 async def inspect(names: Sequence[str], target: Target, *, connector: Connector | None = None) -> InspectResult:
