@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import re
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.append(str(REPO / "operator"))
+sys.path.insert(0, str(REPO / "bench"))
 
 from redis_functions_operator.library.vet import _vet  # noqa: E402  (uncached, on purpose)
 
@@ -26,7 +26,6 @@ LUA = REPO / "lua"
 
 def small_library() -> bytes:
     """The engine benchmark's library: ~2.2 KiB, 8 functions, comments and flags."""
-    sys.path.insert(0, str(REPO / "bench"))
     from engine_vs_redis_cli import library
 
     return library("vetted", 1).code
@@ -60,14 +59,11 @@ def timed(code: bytes, runs: int) -> float:
     return statistics.median(samples)
 
 
-def process(*args: str, runs: int = 15) -> float:
-    command = [str(REPO / ".venv" / "bin" / "redis-functions-operator"), *args]
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        subprocess.run(command, capture_output=True, check=False)
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+def process(*args: str) -> float:
+    """Median wall time of the CLI as a process (the engine benchmark's own timer)."""
+    from engine_vs_redis_cli import process_floor
+
+    return process_floor([str(REPO / ".venv" / "bin" / "redis-functions-operator"), *args], runs=15)
 
 
 def main() -> int:

@@ -273,8 +273,8 @@ class VettedFiles:
                 raise UsageError(f"{path}:{exc.line}: {exc.message}") from None
             refusal = vetting.refusal
             if refusal is not None:
-                reason = REFUSAL_PREFIX[refusal.reason]
-                raise UsageError(f"{path}:{refusal.line}: refused, {reason}: {refusal.message}")
+                where = f"{path}:{refusal.line}" if refusal.line else str(path)
+                raise UsageError(f"{where}: refused, {REFUSAL_PREFIX[refusal.reason]}: {refusal.message}")
             library = vetting.library
             if library.name in seen:
                 raise UsageError(f"{path}: library {library.name!r} is also defined in {seen[library.name]}")

@@ -215,6 +215,33 @@ def test_libraries_that_crash_servers_are_refused_before_any_load(
     assert redis_standalone.is_running()
 
 
+@pytest.mark.parametrize(
+    ("body", "where", "says"),
+    [
+        ("while true do end", "runaway.lua:2: ", "more than 10,000,000 Lua instructions"),
+        ("local t = {} for i = 1, 1e9 do t[i] = i end", "runaway.lua: ", "allocated more than"),  # no line: Lua's
+        ("local function f(n) return 1 + f(n) end f(1)", "runaway.lua: ", "recurses deeper than Lua allows"),  # own
+        ("local s = ('a'):rep(60):match(('a*'):rep(30) .. 'b')", "runaway.lua:2: ", "pattern match"),
+    ],
+)
+def test_runaway_loads_are_refused_without_touching_the_server(
+    redis_standalone: rs.RedisServer, tmp_path: Path, unique_name: str, body: str, where: str, says: str
+) -> None:
+    path = tmp_path / "runaway.lua"
+    path.write_text(f"#!lua name={unique_name}\n{body}\nredis.register_function('{unique_name}_f', function() end)\n")
+    loads = _load_calls(redis_standalone)
+    result = cli("sync", "--redis", redis_standalone.url, str(path))
+    assert result.returncode == 2
+    assert f"{where}refused, the vet could not tell what loading it does" in result.stderr
+    assert says in result.stderr
+    assert _load_calls(redis_standalone) == loads
+
+
+def _load_calls(server: rs.RedisServer) -> int:
+    entry = server.info("commandstats").get("cmdstat_function|load") or {}
+    return int(entry.get("calls", 0)) if isinstance(entry, dict) else 0
+
+
 def test_sync_the_shipped_lua_directory_on_a_cluster(cluster_factory: Callable[..., rs.Cluster]) -> None:
     cluster = cluster_factory("valkey")
     result = cli("sync", "--redis", cluster.replicas()[0].url, str(REPO / "lua"))
