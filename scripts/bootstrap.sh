@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what `make test` and `make demo` need on a fresh Debian machine of the polyglot kind:
-# the Debian packages (redis-server 7.0, redis-sentinel, redis-tools, lua5.1, openssl) and a virtualenv in .venv with
+# the Debian packages (redis-server 7.0, redis-sentinel, redis-tools, lua5.1, openssl, and build-essential, pkg-config
+# and libssl-dev for the server matrix) and a virtualenv in .venv with
 # the pinned Python dependencies. Idempotent and quick when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,10 +9,14 @@ cd "$(dirname "$0")/.."
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
 need_apt=()
-for pair in redis-server:redis-server redis-cli:redis-tools redis-sentinel:redis-sentinel lua5.1:lua5.1 openssl:openssl; do
+for pair in redis-server:redis-server redis-cli:redis-tools redis-sentinel:redis-sentinel lua5.1:lua5.1 openssl:openssl \
+        gcc:build-essential make:build-essential pkg-config:pkg-config; do
     cmd=${pair%%:*}; pkg=${pair##*:}
     command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
+# the server matrix (scripts/build-servers.sh) builds Redis and Valkey with TLS
+[ -f /usr/include/openssl/ssl.h ] || need_apt+=(libssl-dev)
+mapfile -t need_apt < <(printf '%s\n' "${need_apt[@]}" | sort -u | grep .) || true
 if ((${#need_apt[@]})); then
     say "installing Debian packages: ${need_apt[*]}"
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

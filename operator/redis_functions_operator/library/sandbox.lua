@@ -1,8 +1,8 @@
 -- The load-time environment of FUNCTION LOAD, rebuilt in a fresh Lua 5.1 state so that a library's top level can be
 -- run here instead of on a server (see vet.py for why, and docs/lua-sandbox.md for what was measured).
 --
--- This chunk is trusted: it runs first, keeps what it needs in locals, and returns `run(body, engine, versions,
--- budget, cost_limit)`. The library body then runs with a proxy for its globals that holds only what the server
+-- This chunk is trusted: it runs first, keeps what it needs in locals, and returns `compile(body)` and
+-- `run(chunk, server, budget, cost_limit)`. The library body then runs with a proxy for its globals that holds only what the server
 -- gives a library while it loads (Redis 7.x: `redis`; Valkey: `redis` and `server`, one table), so nothing else in
 -- this state (io, os, package, debug, load*, the sandbox's own functions) is reachable from it. The one shared
 -- object is the string metatable, whose `__index` is the string library on the server too: `("x"):rep(3)` works
@@ -51,11 +51,13 @@ local function compile(body)
   return chunk or false, message or ""
 end
 
--- run(chunk, engine, versions, budget, cost_limit): one FUNCTION LOAD of the compiled body on `engine` ("redis" or
--- "valkey") with the version fields in `versions`. The chunk is reused across runs: each run gives it a fresh
--- environment, and a chunk's top level keeps no state of its own between calls.
-local function run(chunk, engine, versions, budget, cost_limit)
-  local api_name = engine == "valkey" and "server" or "redis"
+-- run(chunk, server, budget, cost_limit): one FUNCTION LOAD of the compiled body on the server that `server`
+-- describes (vet.py's ServerProfile): the name its messages give the API (api), whether it has the `server` global
+-- and the Valkey fields (valkey), whether it checks names only after the top level ran (deferred_names), whether a
+-- log call aborts it (log_aborts), how it names a bad log level (level_word), and its version fields. The chunk is reused across runs: each run gives it a
+-- fresh environment, and a chunk's top level keeps no state of its own between calls.
+local function run(chunk, server, budget, cost_limit)
+  local api_name = server.api
   local registrations, logs, registered = {}, {}, {}
   local version_read = false
   local crash = nil
@@ -174,7 +176,7 @@ local function run(chunk, engine, versions, budget, cost_limit)
       name = tostring(first)
     end
     local entry = { name = name, flags = flags, ignored = ignored, description = description, line = user_line() }
-    if engine == "redis" then
+    if not server.deferred_names then
       -- functionLibCreateFunction runs inside the call: the first bad name or duplicate stops the top level
       if not s_find(name, "^[A-Za-z0-9_]+$") then
         raise("Library names can only contain letters, numbers, or underscores(_) and must be at least one " ..
@@ -189,18 +191,18 @@ local function run(chunk, engine, versions, budget, cost_limit)
 
   local function log(...)
     busy = true
-    if engine == "valkey" then
+    if server.log_aborts then
       -- Valkey 9.1.2 asserts a script run context before it even counts the arguments
       crash = { what = "log", line = user_line() }
       error(CRASH, 0)
     end
     local argc = select("#", ...)
-    if argc < 2 then raise("redis.log() requires two arguments or more.") end
+    if argc < 2 then raise(api_name .. ".log() requires two arguments or more.") end
     local level = ...
     if tonumber(level) == nil then raise("First argument must be a number (log level).") end
     level = tonumber(level)
     local int = level >= 0 and floor(level) or -floor(-level)
-    if not (int >= 0 and int <= 3) then raise("Invalid debug level.") end
+    if not (int >= 0 and int <= 3) then raise("Invalid " .. server.level_word .. " level.") end
     logs[#logs + 1] = { level = int, line = user_line() }
     busy = false
   end
@@ -211,12 +213,12 @@ local function run(chunk, engine, versions, budget, cost_limit)
   api.LOG_VERBOSE = 1
   api.LOG_NOTICE = 2
   api.LOG_WARNING = 3
-  api.REDIS_VERSION_NUM = versions.redis_num
-  api.REDIS_VERSION = versions.redis
+  api.REDIS_VERSION_NUM = server.redis_num
+  api.REDIS_VERSION = server.redis
   local watched = { REDIS_VERSION_NUM = true, REDIS_VERSION = true }
-  if engine == "valkey" then
-    api.VALKEY_VERSION_NUM = versions.valkey_num
-    api.VALKEY_VERSION = versions.valkey
+  if server.valkey then
+    api.VALKEY_VERSION_NUM = server.valkey_num
+    api.VALKEY_VERSION = server.valkey_version
     api.SERVER_NAME = "valkey"
     watched.VALKEY_VERSION_NUM = true
     watched.VALKEY_VERSION = true
@@ -224,7 +226,7 @@ local function run(chunk, engine, versions, budget, cost_limit)
   end
   local library_api = protected(api, watched)
   local global_names = { redis = library_api }
-  if engine == "valkey" then global_names.server = library_api end
+  if server.valkey then global_names.server = library_api end
   local globals = protected(global_names)
 
   -- Price of the C string functions a library can reach (through the string metatable) whose run time is not

@@ -58,22 +58,32 @@ ENGINE_VALKEY = "valkey"
 
 @dataclass(frozen=True)
 class ServerProfile:
-    """One server's load-time environment: its engine and the version fields a library can read."""
+    """One server's load-time behaviour: its version fields and the few ways servers differ while loading (each
+    measured on the real server by tests/redis/test_vet_differential.py)."""
 
     engine: str
     version: str
     redis_version: str
-    valkey_version: str = ""
+    valkey_version: str = ""  # Valkey: the `server` global and the VALKEY_VERSION(_NUM)/SERVER_NAME fields
+    api: str = "redis"  # the API's name in its error messages (redis.register_function, server.log()...)
+    deferred_names: bool = False  # names checked once the top level returned, not in the call (Valkey 9.1)
+    log_aborts: bool = False  # any log call while loading fails an assertion and kills the server (Valkey 9.1)
+    level_word: str = "log"  # "Invalid log level." (Redis 7.4+, Valkey 8) or "Invalid debug level." (before)
 
     @property
     def label(self) -> str:
         return f"{'Valkey' if self.engine == ENGINE_VALKEY else 'Redis'} {self.version}"
 
-    def lua_versions(self) -> dict[bytes, Any]:
+    def lua(self) -> dict[bytes, Any]:
         return {
+            b"api": self.api.encode(),
+            b"valkey": bool(self.valkey_version),
+            b"deferred_names": self.deferred_names,
+            b"log_aborts": self.log_aborts,
+            b"level_word": self.level_word.encode(),
             b"redis": self.redis_version.encode(),
             b"redis_num": _version_num(self.redis_version),
-            b"valkey": self.valkey_version.encode(),
+            b"valkey_version": self.valkey_version.encode(),
             b"valkey_num": _version_num(self.valkey_version) if self.valkey_version else 0,
         }
 
@@ -83,19 +93,22 @@ def _version_num(version: str) -> int:
     return (major << 16) | (minor << 8) | patch
 
 
-#: The servers every library is run against: the two the suite tests on.
+#: The servers every library is run against: the two the suite has always tested on.
 PROFILES = (
-    ServerProfile(ENGINE_REDIS, "7.0.15", "7.0.15"),
-    ServerProfile(ENGINE_VALKEY, "9.1.2", "7.2.4", "9.1.2"),
+    ServerProfile(ENGINE_REDIS, "7.0.15", "7.0.15", level_word="debug"),
+    ServerProfile(ENGINE_VALKEY, "9.1.2", "7.2.4", "9.1.2", api="server", deferred_names=True, log_aborts=True),
 )
-#: Added when the top level reads a version field: every other release line users run (8.0-m01 reports 7.9.224).
+#: The rest of the matrix (built from ../shared/servers), run too when the top level reads a version field. 8.0-m01
+#: reports 7.9.224; every Valkey keeps REDIS_VERSION at 7.2.4; Valkey 7.2 still words its errors "redis.".
 VERSIONED_PROFILES = (
-    ServerProfile(ENGINE_REDIS, "7.2.6", "7.2.6"),
+    ServerProfile(ENGINE_REDIS, "7.2.6", "7.2.6", level_word="debug"),
     ServerProfile(ENGINE_REDIS, "7.4.1", "7.4.1"),
     ServerProfile(ENGINE_REDIS, "8.0-m01", "7.9.224"),
-    ServerProfile(ENGINE_VALKEY, "7.2.7", "7.2.4", "7.2.7"),
-    ServerProfile(ENGINE_VALKEY, "8.0.1", "7.2.4", "8.0.1"),
+    ServerProfile(ENGINE_VALKEY, "7.2.7", "7.2.4", "7.2.7", level_word="debug"),
+    ServerProfile(ENGINE_VALKEY, "8.0.1", "7.2.4", "8.0.1", api="server"),
 )
+#: Every profile by its label ("Redis 7.4.1").
+BY_LABEL = {p.label: p for p in PROFILES + VERSIONED_PROFILES}
 
 
 @dataclass(frozen=True)
@@ -261,12 +274,11 @@ def run_loads(body: bytes, profiles: tuple[ServerProfile, ...] = PROFILES) -> tu
     queue = list(profiles)
     while queue:
         profile = queue.pop(0)
-        if outcomes and profile.engine == ENGINE_VALKEY and _clean_on_redis(outcomes[0], read_version):
+        if outcomes and _clean_on_redis(outcomes[0], read_version):
             outcomes.append(replace(outcomes[0], server=profile.label))
             continue
         try:
-            versions = runtime.table_from(profile.lua_versions())
-            result = run(chunk, profile.engine.encode(), versions, BUDGET_INSTRUCTIONS, COST_LIMIT)
+            result = run(chunk, runtime.table_from(profile.lua()), BUDGET_INSTRUCTIONS, COST_LIMIT)
         except lua51.LuaMemoryError:
             outcomes.append(LoadOutcome(profile.label, stopped=_MEMORY_STOP.format(memory >> 20)))
             continue
@@ -278,12 +290,12 @@ def run_loads(body: bytes, profiles: tuple[ServerProfile, ...] = PROFILES) -> tu
 
 
 def _clean_on_redis(outcome: LoadOutcome, read_version: bool) -> bool:
-    """Whether a Valkey run can only repeat this Redis run. The two environments differ in the ``server`` global and
+    """Whether every other server can only repeat this Redis run. The profiles differ in the ``server`` global and
     the Valkey-only fields (an error on Redis, so not clean), the version values (read: every profile runs), ``log``
-    (no call: nothing differs) and when names are checked (all valid and distinct: nothing differs), and in error
-    wording (no error). So for a library that loads on Redis without a log call or a version read, Valkey's answer
-    is the same, and the second run (half of a big library's vet) is skipped. The differential test checks these
-    derived answers against a real Valkey like the others."""
+    (no call: nothing differs), when names are checked (all valid and distinct: nothing differs) and in error wording
+    (no error). So for a library that loads on Redis without a log call or a version read, the other answers are
+    the same, and the other runs (half of a big library's vet) are skipped. The differential tests check these
+    derived answers against the real servers like the others."""
     return outcome.server.startswith("Redis") and outcome.loads and not outcome.log_lines and not read_version
 
 
@@ -360,7 +372,7 @@ def _after_run(outcome: LoadOutcome, profile: ServerProfile) -> LoadOutcome:
     that registered nothing; and a load that succeeds with names equal but for case leaves a library whose next
     LOAD REPLACE or DELETE aborts the server."""
     functions = outcome.functions
-    if profile.engine == ENGINE_VALKEY:
+    if profile.deferred_names:
         seen: set[str] = set()
         for function in functions:
             if not _VALID_NAME.fullmatch(function.name.encode("latin-1")):
@@ -433,6 +445,7 @@ def _position(message: str) -> int:
 
 
 __all__ = [
+    "BY_LABEL",
     "PROFILES",
     "REFUSAL_PREFIX",
     "VERSIONED_PROFILES",
