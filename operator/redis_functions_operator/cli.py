@@ -92,7 +92,15 @@ def build_parser() -> argparse.ArgumentParser:
     sync = commands.add_parser("sync", help="load libraries on every primary and verify them")
     _add_target(sync)
     sync.add_argument("files", nargs="+", metavar="FILE|DIR")
+    sync.add_argument("--dry-run", action="store_true", help="print what would change (as `diff`) and touch nothing")
     sync.set_defaults(handler=cmd_sync)
+
+    diff = commands.add_parser(
+        "diff", help="what a sync would change, per library and primary; 0: nothing, 1: changes, 3: would fail"
+    )
+    _add_target(diff)
+    diff.add_argument("files", nargs="+", metavar="FILE|DIR")
+    diff.set_defaults(handler=cmd_diff)
 
     status = commands.add_parser("status", help="show which primaries hold which libraries; non-zero on drift")
     _add_target(status)
@@ -262,6 +270,7 @@ class VettedFiles:
         self._started: list[tuple[Path, Future[Vetting]]] = [
             (path, pool.submit(vet, _read(path))) for path in library_files(paths)
         ]
+        self.paths: dict[str, Path] = {}  # library name -> its file, once :meth:`libraries` returned
 
     def libraries(self) -> list[Library]:
         libraries: list[Library] = []
@@ -280,6 +289,7 @@ class VettedFiles:
                 raise UsageError(f"{path}: library {library.name!r} is also defined in {seen[library.name]}")
             seen[library.name] = path
             libraries.append(library)
+        self.paths = seen
         return libraries
 
 
@@ -320,7 +330,27 @@ def cmd_lint(args: argparse.Namespace) -> int:
     return EXIT_DRIFT if failed else EXIT_OK
 
 
+def cmd_diff(args: argparse.Namespace) -> int:
+    with ThreadPoolExecutor(max_workers=VET_THREADS) as pool:
+        files = VettedFiles(args.files, pool)
+        import asyncio  # the engine's imports overlap the vets
+
+        from redis_functions_operator import diff_report
+        from redis_functions_operator.redis.plan import plan
+
+        target = target_from_args(args)
+        libraries = files.libraries()
+    found = asyncio.run(plan(libraries, target))
+    if args.output == "json":
+        print(json.dumps(diff_report.to_json(found, files.paths), indent=2))
+    else:
+        diff_report.print_plan(found, files.paths, sys.stdout)
+    return diff_report.exit_code(found)
+
+
 def cmd_sync(args: argparse.Namespace) -> int:
+    if args.dry_run:
+        return cmd_diff(args)
     with ThreadPoolExecutor(max_workers=VET_THREADS) as pool:
         vetting = VettedFiles(args.files, pool)
         import asyncio  # the engine's imports overlap the vets

@@ -152,7 +152,7 @@ async def sync(
 
     ``known`` replaces the first read of the primaries it covers (a listing shared by a burst of syncs); the
     others are read as usual, and every node loaded is read back whatever ``known`` said."""
-    async with _connector_for(target, connector) as conn:
+    async with connector_for(target, connector) as conn:
         try:
             topo = topology or await discover(target, conn)
         except TopologyError as exc:
@@ -172,7 +172,7 @@ async def sync_many(
 
     Libraries are independent (a failure of one never stops another), so they share the topology and the warm
     connections but not their fate."""
-    async with _connector_for(target, connector) as conn:
+    async with connector_for(target, connector) as conn:
         try:
             topo = await discover(target, conn)
         except TopologyError as exc:
@@ -213,7 +213,7 @@ async def _shared_listing(conn: Connector, topo: Topology, libraries: Sequence[L
 
 async def inspect(names: Sequence[str], target: Target, *, connector: Connector | None = None) -> InspectResult:
     """Read, without changing anything, which primaries hold which of ``names`` (all libraries when empty)."""
-    async with _connector_for(target, connector) as conn:
+    async with connector_for(target, connector) as conn:
         try:
             topo = await discover(target, conn)
         except TopologyError as exc:
@@ -227,7 +227,7 @@ async def delete(name: str, target: Target, *, connector: Connector | None = Non
 
     Each primary is read first: one holding the library with function names that differ only in case is left
     alone (the DELETE would crash it) and reported."""
-    async with _connector_for(target, connector) as conn:
+    async with connector_for(target, connector) as conn:
         try:
             topo = await discover(target, conn)
         except TopologyError as exc:
@@ -580,7 +580,9 @@ class _ConnectorScope:
             await self._connector.aclose()
 
 
-def _connector_for(target: Target, connector: Connector | None) -> _ConnectorScope:
+def connector_for(target: Target, connector: Connector | None) -> _ConnectorScope:
+    """``async with connector_for(target, given) as conn``: the given connector, or one made for this call and
+    closed after it."""
     return _ConnectorScope(target, connector)
 
 
@@ -594,9 +596,11 @@ __all__ = [
     "Role",
     "Snapshot",
     "SyncResult",
+    "connector_for",
     "delete",
     "inspect",
     "parse_function_list",
+    "read_all_libraries",
     "read_library",
     "sync",
     "sync_many",
