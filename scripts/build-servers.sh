@@ -11,11 +11,18 @@
 #   scripts/build-servers.sh --force         rebuild every release
 #   scripts/build-servers.sh --print-dir     print the cache folder and exit
 #
-# Environment: SERVERS_SRC (default <repo>/../shared/servers), SERVERS_DIR (default <repo>/.cache/servers).
+# Environment: SERVERS_SRC (default <repo>/../shared/servers, else /work/shared/servers), SERVERS_DIR (default
+# <repo>/.cache/servers).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-SRC=${SERVERS_SRC:-$ROOT/../shared/servers}
+SRC=${SERVERS_SRC:-}
+if [ -z "$SRC" ]; then  # beside the checkout (../shared), or where this machine kind keeps it
+    for candidate in "$ROOT/../shared/servers" /work/shared/servers; do
+        if [ -f "$candidate/SHA256SUMS" ]; then SRC=$candidate; break; fi
+    done
+    SRC=${SRC:-$ROOT/../shared/servers}
+fi
 OUT=${SERVERS_DIR:-$ROOT/.cache/servers}
 RELEASES=(redis-7.2.6 redis-7.4.1 redis-8.0-m01 valkey-7.2.7 valkey-8.0.1)
 
