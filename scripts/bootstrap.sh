@@ -4,9 +4,9 @@
 # and libssl-dev for the server matrix) and a virtualenv in .venv with
 # the pinned Python dependencies. Idempotent and quick when everything is already there.
 set -euo pipefail
+# shellcheck source=scripts/common.sh
+. "$(dirname "$0")/common.sh"
 cd "$(dirname "$0")/.."
-
-say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
 need_apt=()
 for pair in redis-server:redis-server redis-cli:redis-tools redis-sentinel:redis-sentinel lua5.1:lua5.1 openssl:openssl \

@@ -28,26 +28,8 @@ STAGING_VERSION=v0.${K8S_MINOR}.$(echo "$K8S_VERSION" | cut -d. -f3)  # v1.36.3 
 
 export GOTOOLCHAIN=local CGO_ENABLED=0
 
-say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
-die() { printf '\033[1;31merror:\033[0m %s\n' "$*" >&2; exit 1; }
-fmt_secs() { printf '%dm%02ds' $(($1 / 60)) $(($1 % 60)); }
-
-# Runs "$@" while printing a heartbeat every 30 s, so a long silent `go build` does not look hung.
-with_heartbeat() {
-    local label=$1; shift
-    local start=$SECONDS
-    (
-        while sleep 30; do
-            printf '    … still %s (%s elapsed)\n' "$label" "$(fmt_secs $((SECONDS - start)))"
-        done
-    ) &
-    local ticker=$!
-    local rc=0
-    "$@" || rc=$?
-    kill "$ticker" 2>/dev/null || true
-    wait "$ticker" 2>/dev/null || true
-    return "$rc"
-}
+# shellcheck source=scripts/common.sh
+. "$(dirname "$0")/common.sh"
 
 need_go() {
     command -v go >/dev/null 2>&1 || die "Go is not installed (need Go >= 1.26 for k8s.io/kubernetes $K8S_VERSION)"

@@ -26,20 +26,8 @@ fi
 OUT=${SERVERS_DIR:-$ROOT/.cache/servers}
 RELEASES=(redis-7.2.6 redis-7.4.1 redis-8.0-m01 valkey-7.2.7 valkey-8.0.1)
 
-say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
-die() { printf '\033[1;31merror:\033[0m %s\n' "$*" >&2; exit 1; }
-fmt_secs() { printf '%dm%02ds' $(($1 / 60)) $(($1 % 60)); }
-
-with_heartbeat() {
-    local label=$1; shift
-    local start=$SECONDS
-    ( while sleep 30; do printf '    … still %s (%s elapsed)\n' "$label" "$(fmt_secs $((SECONDS - start)))"; done ) &
-    local ticker=$! rc=0
-    "$@" || rc=$?
-    kill "$ticker" 2>/dev/null || true
-    wait "$ticker" 2>/dev/null || true
-    return "$rc"
-}
+# shellcheck source=scripts/common.sh
+. "$(dirname "$0")/common.sh"
 
 # Runs "$@" with its output in the log file $1 (the heartbeat keeps printing to the terminal).
 quietly() {

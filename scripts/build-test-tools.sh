@@ -16,23 +16,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN_DIR=${K8S_BIN_DIR:-$ROOT/.cache/k8s/bin}
 export GOTOOLCHAIN=local CGO_ENABLED=0
 
-say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
-die() { printf '\033[1;31merror:\033[0m %s\n' "$*" >&2; exit 1; }
-
-# Runs "$@" while printing a heartbeat every 15 s, so a cold build (module downloads) does not look hung.
-with_heartbeat() {
-    local label=$1; shift
-    local start=$SECONDS
-    (
-        while sleep 15; do printf '    … still %s (%ds elapsed)\n' "$label" $((SECONDS - start)); done
-    ) &
-    local ticker=$!
-    local rc=0
-    "$@" || rc=$?
-    kill "$ticker" 2>/dev/null || true
-    wait "$ticker" 2>/dev/null || true
-    return "$rc"
-}
+# shellcheck source=scripts/common.sh
+. "$(dirname "$0")/common.sh"
 
 sources_sha() {  # sha256 over the module's go.mod, go.sum and Go files (names and contents)
     (cd "$1" && find . -maxdepth 1 -type f \( -name go.mod -o -name go.sum -o -name '*.go' \) | LC_ALL=C sort |
