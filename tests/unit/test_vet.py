@@ -215,6 +215,18 @@ def test_a_log_that_does_not_run_at_load_time_is_fine(body: str) -> None:
     assert vet(HEAD + body).safe
 
 
+def test_a_waived_log_never_hides_another_servers_crash() -> None:
+    code = (
+        HEAD + "-- lint-ignore: top-level-log\nredis.log(3, 'x')\nlocal n = {'fa'}\n"
+        "if redis.REDIS_VERSION_NUM >= 0x070400 then n[2] = 'FA' end\n"
+        "for i = 1, #n do redis.register_function(n[i], function() end) end\n"
+    )
+    vetting = vet(code)
+    assert vetting.outcome("redis").loads and vetting.outcome("valkey").crash is not None  # the waived one
+    assert vetting.refusal is not None and "aborts Redis 7.4.1" in vetting.refusal.message
+    assert vet(code.replace("n[2] = 'FA'", "n[2] = 'fb'")).safe  # the waiver alone lets it through
+
+
 @pytest.mark.parametrize(
     "body",
     [

@@ -17,7 +17,6 @@ A finding can be silenced with a comment naming its rule on the same line or the
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -58,11 +57,10 @@ from redis_functions_operator.library.model import (
     MSG_INVALID_METADATA,
     MSG_MISSING_METADATA,
     LibraryError,
-    RegisteredFunction,
     as_bytes,
     parse_shebang,
 )
-from redis_functions_operator.library.vet import LoadOutcome, Vetting, vet
+from redis_functions_operator.library.vet import IGNORE_COMMENT, LoadOutcome, Vetting, vet
 
 
 class Severity(StrEnum):
@@ -120,8 +118,6 @@ RUNTIME_GLOBALS = _words(
     "math next pairs pcall rawequal rawget rawset redis select setmetatable string struct table tonumber tostring "
     "type unpack xpcall"
 )
-#: Globals only Valkey 9.1.2 adds (``os`` holds only ``os.clock``).
-VALKEY_ONLY_GLOBALS = frozenset(("server", "os"))
 #: ``redis.*`` fields at run time on Redis 7.0.15.
 RUNTIME_FIELDS = _words(
     "LOG_DEBUG LOG_NOTICE LOG_VERBOSE LOG_WARNING REDIS_VERSION REDIS_VERSION_NUM REPL_ALL REPL_AOF REPL_NONE "
@@ -129,19 +125,6 @@ RUNTIME_FIELDS = _words(
 )
 #: ``redis.*``/``server.*`` fields only Valkey 9.1.2 has.
 VALKEY_ONLY_FIELDS = frozenset(("SERVER_NAME", "VALKEY_VERSION", "VALKEY_VERSION_NUM"))
-#: ``redis.*`` fields accessible while FUNCTION LOAD runs the top level (Redis 7.0.15 and Valkey 9.1.2).
-LOAD_TIME_FIELDS = frozenset(
-    [
-        "register_function",
-        "log",
-        "LOG_DEBUG",
-        "LOG_VERBOSE",
-        "LOG_NOTICE",
-        "LOG_WARNING",
-        "REDIS_VERSION",
-        "REDIS_VERSION_NUM",
-    ]
-)
 REDIS_TABLES = ("redis", "server")
 CALL_APIS = frozenset(("redis.call", "redis.pcall", "server.call", "server.pcall"))
 
@@ -204,8 +187,6 @@ REPLY_KEYS = (
     ("verbatim_string", "table"),
 )
 
-_FUNCTION_NAME = re.compile(r"[A-Za-z0-9_]+")
-_IGNORE = re.compile(r"lint-ignore\s*:\s*([a-z0-9, -]+)")
 _LOAD_TIME_HINT = "only redis.register_function, redis.log and redis.LOG_*/REDIS_VERSION(_NUM) exist at load time"
 
 
@@ -241,7 +222,7 @@ def _vet_body(code: bytes) -> Vetting | None:
 def _finish(findings: list[Finding], parsed: Parsed) -> list[Finding]:
     ignored: dict[int, set[str]] = {}
     for comment in parsed.comments:
-        m = _IGNORE.search(comment.message)
+        m = IGNORE_COMMENT.search(comment.message)
         if m:
             rules = {r.strip() for r in m.group(1).split(",") if r.strip()}
             for line in (comment.line, comment.line + 1):
@@ -317,9 +298,10 @@ _LOAD_HINTS = {
 def _load_findings(vetting: Vetting) -> Iterable[Finding]:
     """Findings from running the load: crashes and refusals first, then what each server replies."""
     refusal = vetting.refusal
-    crashed = next((o for o in vetting.outcomes if o.crash), None)
-    if crashed is not None:  # reported even when waived: the comment then silences it like any finding
+    crashes = {(o.crash_rule, o.line): o for o in vetting.outcomes if o.crash}
+    for crashed in crashes.values():  # reported even when waived: the comment then silences it like any finding
         yield Finding(Severity.ERROR, crashed.line or 1, crashed.crash_rule, str(crashed.crash))
+    if crashes:
         return
     if refusal is not None:
         yield Finding(Severity.ERROR, refusal.line or 1, "vet-inconclusive", f"refused: {refusal.message}")
@@ -356,15 +338,11 @@ def _load_error(on_redis: LoadOutcome, on_valkey: LoadOutcome) -> Finding:
         message += f" ({on_valkey.server}: {on_valkey.error})"
     if rule == "duplicate-function":
         # Valkey runs the whole top level before it checks names, so its run holds both registrations
-        twice = [f.line for f in on_valkey.functions if f.line and on_valkey.line and _same_name(f, on_valkey)]
+        duplicate = next((f.name for f in on_valkey.functions if f.line == on_valkey.line), None)
+        twice = [f.line for f in on_valkey.functions if f.name == duplicate]
         if len(twice) >= 2:
             message = f"a function is registered twice (lines {twice[0]} and {twice[1]}): {message}"
     return Finding(Severity.ERROR, line, rule, message + _LOAD_HINTS.get(rule, ""))
-
-
-def _same_name(function: RegisteredFunction, outcome: LoadOutcome) -> bool:
-    duplicate = next(f for f in outcome.functions if f.line == outcome.line)
-    return function.name == duplicate.name
 
 
 def _version_findings(vetting: Vetting) -> Iterable[Finding]:

@@ -23,7 +23,7 @@ local loadstring, setfenv, setmetatable, pcall, select, type, next, tostring, to
 local s_find, s_gsub, s_sub, s_byte, s_rep, s_gmatch = string.find, string.gsub, string.sub, string.byte,
     string.rep, string.gmatch
 local concat = table.concat
-local floor, huge = math.floor, math.huge
+local floor = math.floor
 
 -- Sentinels: error objects no library can raise (it has no `error`), so the run's end is told apart exactly.
 local BUDGET, COST, CRASH = {}, {}, {}
@@ -54,8 +54,9 @@ end
 -- run(chunk, server, budget, cost_limit): one FUNCTION LOAD of the compiled body on the server that `server`
 -- describes (vet.py's ServerProfile): the name its messages give the API (api), whether it has the `server` global
 -- and the Valkey fields (valkey), whether it checks names only after the top level ran (deferred_names), whether a
--- log call aborts it (log_aborts), how it names a bad log level (level_word), and its version fields. The chunk is reused across runs: each run gives it a
--- fresh environment, and a chunk's top level keeps no state of its own between calls.
+-- log call aborts it (log_aborts), how it names a bad log level (level_word), and its version fields. The chunk is
+-- reused across runs: each run gives it a fresh environment, and a chunk's top level keeps no state of its own
+-- between calls.
 local function run(chunk, server, budget, cost_limit)
   local api_name = server.api
   local registrations, logs, registered = {}, {}, {}
