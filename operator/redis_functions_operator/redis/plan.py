@@ -8,7 +8,6 @@ server). Nothing but reads are sent; a test counts the server's commands to prov
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -16,8 +15,8 @@ from enum import StrEnum
 from redis_functions_operator.library import Library
 from redis_functions_operator.redis.connect import Connector, Target
 from redis_functions_operator.redis.errors import NodeError
-from redis_functions_operator.redis.sync import Snapshot, connector_for, read_all_libraries
-from redis_functions_operator.redis.topology import Node, Topology, TopologyError, discover
+from redis_functions_operator.redis.sync import Snapshot, inspect
+from redis_functions_operator.redis.topology import Node, Topology
 
 
 class Change(StrEnum):
@@ -67,20 +66,17 @@ class Plan:
 
 
 async def plan(libraries: Sequence[Library], target: Target, *, connector: Connector | None = None) -> Plan:
-    """Compare each library with every primary, reading each primary once and writing nothing."""
-    async with connector_for(target, connector) as conn:
-        try:
-            topo = await discover(target, conn)
-        except TopologyError as exc:
-            return Plan(tuple(LibraryPlan(lib, ()) for lib in libraries), None, exc.error)
-        listings = await asyncio.gather(*(read_all_libraries(conn, node) for node in topo.primaries))
-    down = [NodePlan(node, Change.UNKNOWN, error=error) for node, error in topo.unreachable]
+    """Compare each library with every primary, reading each primary once (``inspect`` of every library, since a
+    function another library owns there would make the load fail) and writing nothing."""
+    found = await inspect((), target, connector=connector)
+    if found.topology is None:
+        return Plan(tuple(LibraryPlan(lib, ()) for lib in libraries), None, found.error)
+    down = [NodePlan(node, Change.UNKNOWN, error=error) for node, error in found.topology.unreachable]
     plans = []
     for library in libraries:
-        read = zip(topo.primaries, listings, strict=True)
-        nodes = [_compare(library, node, held, error) for node, (held, error) in read]
+        nodes = [_compare(library, node, held, error) for node, (held, error) in found.per_node.items()]
         plans.append(LibraryPlan(library, tuple(nodes + down)))
-    return Plan(tuple(plans), topo)
+    return Plan(tuple(plans), found.topology)
 
 
 def _compare(library: Library, node: Node, listing: dict[str, Snapshot], error: NodeError | None) -> NodePlan:

@@ -152,7 +152,7 @@ async def sync(
 
     ``known`` replaces the first read of the primaries it covers (a listing shared by a burst of syncs); the
     others are read as usual, and every node loaded is read back whatever ``known`` said."""
-    async with connector_for(target, connector) as conn:
+    async with _connector_for(target, connector) as conn:
         try:
             topo = topology or await discover(target, conn)
         except TopologyError as exc:
@@ -172,7 +172,7 @@ async def sync_many(
 
     Libraries are independent (a failure of one never stops another), so they share the topology and the warm
     connections but not their fate."""
-    async with connector_for(target, connector) as conn:
+    async with _connector_for(target, connector) as conn:
         try:
             topo = await discover(target, conn)
         except TopologyError as exc:
@@ -205,15 +205,13 @@ async def _shared_listing(conn: Connector, topo: Topology, libraries: Sequence[L
     reads (a node loaded is still read back in its load's own round trip). A primary that cannot be read is left
     out: each sync then reads it itself and reports its own error."""
     names = [library.name for library in libraries]
-    listings = await asyncio.gather(*(read_all_libraries(conn, node, names) for node in topo.primaries))
-    return {
-        node.endpoint: found for node, (found, error) in zip(topo.primaries, listings, strict=True) if error is None
-    }
+    listings = await _gather_nodes(topo, lambda node: read_all_libraries(conn, node, names))
+    return {node.endpoint: found for node, (found, error) in listings.items() if error is None}
 
 
 async def inspect(names: Sequence[str], target: Target, *, connector: Connector | None = None) -> InspectResult:
     """Read, without changing anything, which primaries hold which of ``names`` (all libraries when empty)."""
-    async with connector_for(target, connector) as conn:
+    async with _connector_for(target, connector) as conn:
         try:
             topo = await discover(target, conn)
         except TopologyError as exc:
@@ -227,7 +225,7 @@ async def delete(name: str, target: Target, *, connector: Connector | None = Non
 
     Each primary is read first: one holding the library with function names that differ only in case is left
     alone (the DELETE would crash it) and reported."""
-    async with connector_for(target, connector) as conn:
+    async with _connector_for(target, connector) as conn:
         try:
             topo = await discover(target, conn)
         except TopologyError as exc:
@@ -580,8 +578,8 @@ class _ConnectorScope:
             await self._connector.aclose()
 
 
-def connector_for(target: Target, connector: Connector | None) -> _ConnectorScope:
-    """``async with connector_for(target, given) as conn``: the given connector, or one made for this call and
+def _connector_for(target: Target, connector: Connector | None) -> _ConnectorScope:
+    """``async with _connector_for(target, given) as conn``: the given connector, or one made for this call and
     closed after it."""
     return _ConnectorScope(target, connector)
 
@@ -596,11 +594,9 @@ __all__ = [
     "Role",
     "Snapshot",
     "SyncResult",
-    "connector_for",
     "delete",
     "inspect",
     "parse_function_list",
-    "read_all_libraries",
     "read_library",
     "sync",
     "sync_many",
