@@ -11,7 +11,7 @@ import asyncio
 
 import pytest
 
-from redis_functions_operator.k8s.workqueue import WorkQueue
+from redis_functions_operator.k8s.workqueue import OffTheEventLoop, WorkQueue
 
 NOT_YET = 0.01  # how long a get() that must not return is given
 PROMPT = 2.0  # how long a get() that must return may take (it returns at once; this only bounds a failure)
@@ -308,3 +308,19 @@ async def test_tuple_keys(clock: FakeClock) -> None:
     queue.add(("ns", "a"))
     assert await asyncio.wait_for(queue.get(), PROMPT) == ("ns", "a")
     assert len(queue) == 0
+
+
+async def test_a_call_from_another_thread_is_refused(queue: WorkQueue[str]) -> None:
+    """kopf runs a plain-function handler in an executor thread; the queue is not thread-safe, so such a call must
+    fail loudly instead of corrupting the heap now and then (issue 16: "deque mutated during iteration")."""
+    queue.add("a")
+    for call in (lambda: queue.add("b"), lambda: queue.remove("a"), lambda: queue.done("a", None)):
+        with pytest.raises(OffTheEventLoop):
+            await asyncio.to_thread(call)
+    assert await get_now(queue) == "a"
+    await assert_nothing_due(queue)
+
+
+def test_a_call_without_a_running_loop_is_refused(queue: WorkQueue[str]) -> None:
+    with pytest.raises(OffTheEventLoop):
+        queue.add("a")

@@ -88,8 +88,11 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
         await asyncio.gather(task, return_exceptions=True)
 
 
+# The watch-event handlers are coroutines on purpose: kopf runs a plain function in its executor threads, and these
+# mutate the controller's work queue and set an asyncio.Event, neither of which is thread-safe (a "deque mutated
+# during iteration" was seen at 1000 objects when they were plain functions). WorkQueue refuses a call off the loop.
 @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
-def library_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def library_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     controller: Controller = memo.controller
     if type == "DELETED":
         controller.forget(body)
@@ -98,13 +101,15 @@ def library_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None
 
 
 @kopf.on.event("", "v1", "secrets", registry=registry)
-def secret_event(type: str, body: kopf.Body, namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+async def secret_event(type: str, body: kopf.Body, namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
     if namespace:
         memo.controller.observe_reference(RefKind.SECRET, namespace, name, body, deleted=type == "DELETED")
 
 
 @kopf.on.event("", "v1", "configmaps", registry=registry)
-def config_map_event(type: str, body: kopf.Body, namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+async def config_map_event(
+    type: str, body: kopf.Body, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
+) -> None:
     if namespace:
         memo.controller.observe_reference(RefKind.CONFIG_MAP, namespace, name, body, deleted=type == "DELETED")
 

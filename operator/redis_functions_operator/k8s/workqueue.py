@@ -30,9 +30,11 @@ class WorkQueue(Generic[K]):
         self._again: dict[K, float] = {}  # re-added while in flight: run again at this time
         self._removed: set[K] = set()  # removed while in flight: done() must not schedule it again
         self._changed = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop of the first call; every later one must match
 
     def add(self, key: K, delay: float = 0.0) -> None:
         """Schedule ``key`` in ``delay`` seconds, unless it is already due sooner."""
+        self._require_own_loop()
         when = self._clock() + max(0.0, delay)
         self._removed.discard(key)
         if key in self._in_flight:
@@ -46,6 +48,7 @@ class WorkQueue(Generic[K]):
         self._changed.set()
 
     def remove(self, key: K) -> None:
+        self._require_own_loop()
         self._due.pop(key, None)
         self._again.pop(key, None)
         if key in self._in_flight:
@@ -54,6 +57,7 @@ class WorkQueue(Generic[K]):
     def done(self, key: K, next_delay: float | None) -> None:
         """Finish processing ``key``; schedule it again after ``next_delay`` (None: only when something changes),
         or sooner if it was re-added meanwhile."""
+        self._require_own_loop()
         self._in_flight.discard(key)
         again = self._again.pop(key, None)
         if key in self._removed:
@@ -64,6 +68,16 @@ class WorkQueue(Generic[K]):
             self.add(key, next_delay)
         if again is not None:
             self.add(key, max(0.0, again - self._clock()))
+
+    def _require_own_loop(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise OffTheEventLoop("WorkQueue is used from a thread without a running event loop") from None
+        if self._loop is None:
+            self._loop = loop
+        elif loop is not self._loop:
+            raise OffTheEventLoop("WorkQueue is used from an event loop other than its own")
 
     def __len__(self) -> int:
         return len(self._due)
@@ -95,3 +109,9 @@ class WorkQueue(Generic[K]):
             timeout = (self._heap[0][0] - now) if self._heap else None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout)
+
+
+class OffTheEventLoop(RuntimeError):
+    """The queue was touched from a thread without a running event loop (a plain-function kopf handler runs in an
+    executor thread). Its heap and ``asyncio.Event`` are not thread-safe, so such a call is refused instead of
+    corrupting the queue now and then."""
