@@ -50,6 +50,19 @@ EXIT_TRANSIENT = 4
 #: importing the engine (tests/unit/test_cli_args.py keeps them equal).
 MODES = ("auto", "standalone", "cluster", "sentinel")
 RESTORE_POLICIES = ("append", "replace", "flush")
+#: ``lint --server`` names: the keys of library.support.SERVERS.
+SERVER_NAMES = (
+    "redis-7.0",
+    "redis-7.2",
+    "redis-7.4",
+    "redis-8.0",
+    "redis-8.2",
+    "valkey-7.2",
+    "valkey-8.0",
+    "valkey-8.1",
+    "valkey-9.0",
+    "valkey-9.1",
+)
 
 
 class UsageError(Exception):
@@ -86,6 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
     lint = commands.add_parser("lint", help="check library files before a deploy")
     lint.add_argument("files", nargs="+", metavar="FILE|DIR")
     lint.add_argument("--strict", action="store_true", help="warnings also fail (exit 1)")
+    lint.add_argument(
+        "--server",
+        action="append",
+        default=[],
+        choices=SERVER_NAMES,
+        metavar="SERVER",
+        help="also say whether this server would fail the library, as the operator decides before loading "
+        f"(repeatable; one of {', '.join(SERVER_NAMES)})",
+    )
     _add_output(lint)
     lint.set_defaults(handler=cmd_lint)
 
@@ -309,7 +331,7 @@ def cmd_lint(args: argparse.Namespace) -> int:
     report: list[dict[str, Any]] = []
     failed = False
     for path in library_files(args.files):
-        for finding in lint(path.read_bytes()):
+        for finding in lint(path.read_bytes(), args.server):
             failed = failed or finding.severity is Severity.ERROR or args.strict
             report.append(
                 {

@@ -44,6 +44,8 @@ PERMANENT_REASONS = frozenset(
         "LibraryNameMismatch",
         "UnsafeLibrary",
         "VetInconclusive",
+        "UnsupportedOnServer",
+        "NoLuaEngine",
         "CompileError",
         "FunctionNameConflict",
         "FunctionsUnsupported",
@@ -681,7 +683,7 @@ def compile_error(draw: st.DrawFn, t: Targets, kind: str) -> Scenario:
         code = f"#!lua name={library}\n{body}\n"
         # random text may be anything the vet refuses; a top-level loop is refused before any load, as undecidable
         reasons = {
-            "garbage": ("CompileError", "UnsafeLibrary", "VetInconclusive"),
+            "garbage": ("CompileError", "UnsafeLibrary", "VetInconclusive", "UnsupportedOnServer"),
             "top-loop": ("VetInconclusive",),
         }.get(kind, ("CompileError",))
         says = {"top-loop": ("Lua instructions",), "no-functions": ("No functions registered",)}.get(kind, ())
@@ -950,7 +952,7 @@ def bad_reference(draw: st.DrawFn, t: Targets, kind: str) -> Scenario:
                 fns = (f"{prefix}f",)
             elif kind == "binary-garbage":
                 payload = f"#!lua name={library}\n".encode() + blob + b"\n"
-                expect, fns = stalled("CompileError", "UnsafeLibrary", "VetInconclusive"), ()
+                expect, fns = stalled("CompileError", "UnsafeLibrary", "VetInconclusive", "UnsupportedOnServer"), ()
             elif kind == "cm-bom":
                 payload = b"\xef\xbb\xbf" + simple.encode()
                 expect = stalled("InvalidLibrary", says=("Missing library metadata",))

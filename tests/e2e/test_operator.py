@@ -312,6 +312,26 @@ def test_library_that_can_crash_a_server_is_refused_before_loading(
     assert valkey_standalone.is_running()
 
 
+def test_a_library_a_server_would_fail_is_refused_on_that_server_before_loading(
+    rfl: Libraries, redis_cluster: rs.Cluster, unique_name: str
+) -> None:
+    """A function that calls server.call (Valkey only) on a Redis 7.0.15 cluster: Stalled UnsupportedOnServer, naming
+    a node, its version and the line, and no primary gets it; the portable spelling then becomes Ready."""
+    endpoints = [redis_cluster.nodes[0].address]
+    valkey_only = (
+        f"#!lua name={unique_name}\nredis.register_function('{unique_name}_f', function()\n"
+        "  return server.call('PING')\nend)\n"
+    )
+    rfl.apply("lib", endpoints, code=valkey_only)
+    stalled = rfl.wait_condition("lib", "Stalled", "True", reason="UnsupportedOnServer")
+    assert "(Redis 7.0.15): line 3: the global 'server' exists on Valkey only" in stalled["message"]
+    assert any(stalled["message"].endswith(f" on {p.address}") for p in redis_cluster.primaries())
+    assert codes(redis_cluster.primaries(), unique_name) == {None}
+    assert rfl.wait_event("lib", "UnsupportedOnServer")["type"] == "Warning"
+    rfl.apply("lib", endpoints, code=valkey_only.replace("server.call", "redis.call"))
+    rfl.wait_ready("lib")
+
+
 def test_code_that_crashes_primaries_is_stopped_after_the_second_one(
     rfl: Libraries, cluster_factory: Callable[..., rs.Cluster], unique_name: str
 ) -> None:

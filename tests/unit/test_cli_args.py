@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 from redis_functions_operator import cli
+from redis_functions_operator.library.support import SERVERS
 from redis_functions_operator.redis.connect import Mode
 from redis_functions_operator.redis.dump import RestorePolicy
 from redis_functions_operator.redis.sync import Outcome
@@ -16,6 +17,7 @@ def test_choices_are_the_engines_values() -> None:
     assert set(cli.RESTORE_POLICIES) == {p.value for p in RestorePolicy}
     assert cli.RESTORE_POLICIES[0] == RestorePolicy.APPEND.value
     assert Outcome.ROLLED_BACK.value == "RolledBack"  # print_sync_result compares the text
+    assert tuple(SERVERS) == cli.SERVER_NAMES
 
 
 def test_start_up_and_lint_import_neither_redis_nor_asyncio() -> None:

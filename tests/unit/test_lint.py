@@ -192,6 +192,11 @@ CASES: list[tuple[str, str, list[tuple[int, str]]]] = [
         [(3, "global-assignment")],
     ),
     ("valkey-only-top-level", "server.register_function('f', function() return 1 end)\n", [(2, "valkey-only")]),
+    (
+        "deprecated-api",
+        "redis.register_function('f', function()\n  return type(getfenv) .. type(newproxy)\nend)\n",
+        [(3, "deprecated-api"), (3, "deprecated-api")],
+    ),
     # run time
     ("unknown-global-print", "redis.register_function('f', function() print('x') end)\n", [(2, "unknown-global")]),
     (
@@ -210,7 +215,7 @@ CASES: list[tuple[str, str, list[tuple[int, str]]]] = [
         "redis.register_function('f', function() return server.call('PING') end)\n",
         [(2, "valkey-only")],
     ),
-    ("valkey-only-os-clock", "redis.register_function('f', function() return os.clock() end)\n", [(2, "valkey-only")]),
+    ("os-clock", "redis.register_function('f', function() return os.clock() end)\n", [(2, "os-clock")]),
     (
         "valkey-only-field",
         "redis.register_function('f', function() return redis.VALKEY_VERSION end)\n",
@@ -304,7 +309,18 @@ def test_rule_stays_quiet(body: str) -> None:
 def test_every_rule_is_exercised() -> None:
     exercised = {rule for _, _, expected in CASES for _, rule in expected}
     exercised |= {"shebang", "shebang-quotes", "syntax", "undeclared-key", "string-key-table", "err-table"}
+    exercised |= {"unsupported-on-server"}  # test_server_verdicts
     assert exercised == set(RULES)
+
+
+def test_server_verdicts() -> None:
+    """``lint --server`` gives the verdict the engine gives a primary of that version, before any load."""
+    body = "redis.register_function('f', function()\n  return os.clock()\nend)\n"
+    verdicts = [(f.line, f.rule, f.message.split(":")[0]) for f in lint(HEAD + body, ["redis-7.2", "redis-7.4"])]
+    assert verdicts == [
+        (3, "unsupported-on-server", "redis-7.2"),
+        (3, "os-clock", "os.clock exists on Redis 7.4+ and Valkey 8.0+ only"),
+    ]
 
 
 def test_messages_name_both_lines_of_a_duplicate() -> None:

@@ -17,7 +17,7 @@ A finding can be silenced with a comment naming its rule on the same line or the
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -60,6 +60,7 @@ from redis_functions_operator.library.model import (
     as_bytes,
     parse_shebang,
 )
+from redis_functions_operator.library.support import SERVERS, cautions, unsupported
 from redis_functions_operator.library.vet import IGNORE_COMMENT, LoadOutcome, Vetting, vet
 
 
@@ -96,7 +97,10 @@ RULES: dict[str, str] = {
     "version-dependent": "the top level reads the server version and loads differently on some servers",
     "global-assignment": "an assignment to a global (globals are read-only in Redis Functions)",
     "unknown-global": "a global or redis.* field that does not exist when a function runs",
-    "valkey-only": "the server global, server.* / redis.* fields or os.clock that exist only on Valkey",
+    "valkey-only": "the server global or server.* / redis.* fields that exist only on Valkey",
+    "os-clock": "os.clock, which exists on Redis 7.4+ and Valkey 8.0+ only",
+    "deprecated-api": "getfenv, setfenv or newproxy: gone from Redis 8.2.2 (7.2.11, 7.4.6, 8.0.4) and patched builds",
+    "unsupported-on-server": "with --server: the named server would fail the load or a function (or has no Lua)",
     "math-random": "math.random/math.randomseed: one deterministic PRNG for all scripts",
     "undeclared-key": "a key argument that is a literal or built inside the function instead of passed in KEYS",
     "deprecated-command": "a command Redis 7.0 marks deprecated (HMSET, GETSET, ZRANGEBYSCORE, ...)",
@@ -193,13 +197,17 @@ _LOAD_TIME_HINT = "only redis.register_function, redis.log and redis.LOG_*/REDIS
 # ----------------------------------------------------------------------------------------------------- entry point
 
 
-def lint(source: bytes | str) -> list[Finding]:
-    """All findings for one library source, sorted by line (errors first within a line)."""
+def lint(source: bytes | str, servers: Sequence[str] = ()) -> list[Finding]:
+    """All findings for one library source, sorted by line (errors first within a line). ``servers`` (names of
+    :data:`~redis_functions_operator.library.support.SERVERS`) adds, for each, whether that server would fail the
+    library: the verdict the engine gives a primary of that version before loading."""
     code = as_bytes(source)
     findings = list(_shebang(code))
     vetting = _vet_body(code)
     if vetting is not None:
         findings.extend(_load_findings(vetting))
+        findings.extend(Finding(Severity.WARNING, line, "deprecated-api", text) for line, text in cautions(vetting))
+        findings.extend(_server_findings(vetting, servers))
     parsed = parse(code)
     if parsed.error is None and not parsed.problems:
         # the static reader's own view is only a hint: when it cannot read what Lua compiles, it stays quiet
@@ -207,6 +215,13 @@ def lint(source: bytes | str) -> list[Finding]:
         findings.extend(_nested_registrations(registrations))
         findings.extend(_Linter(parsed, registrations).run())
     return _finish(findings, parsed)
+
+
+def _server_findings(vetting: Vetting, servers: Sequence[str]) -> Iterable[Finding]:
+    for name in servers:
+        problem = unsupported(vetting, SERVERS[name])
+        if problem is not None:
+            yield Finding(Severity.ERROR, problem.line, "unsupported-on-server", f"{name}: {problem.message}")
 
 
 def _vet_body(code: bytes) -> Vetting | None:
@@ -489,8 +504,8 @@ class _Linter(Walker):
 
     def check_global(self, e: Name) -> None:
         name = e.name
-        if name in RUNTIME_GLOBALS or name == "os":
-            return
+        if name in RUNTIME_GLOBALS or name in ("os", "getfenv", "setfenv", "newproxy"):
+            return  # os: see check_field; the other three are the vet's cautions (deprecated-api)
         if name == "server":
             self.add(
                 Severity.WARNING,
@@ -529,8 +544,10 @@ class _Linter(Walker):
                 self.add(
                     Severity.WARNING,
                     e.line,
-                    "valkey-only",
-                    "os.clock exists only on Valkey: Redis has no os global (use redis.call('TIME'))",
+                    "os-clock",
+                    "os.clock exists on Redis 7.4+ and Valkey 8.0+ only: on Redis 7.0/7.2 and Valkey 7.2 the function "
+                    "fails with 'Script attempted to access nonexistent global variable 'os'' (redis.call('TIME') "
+                    "works everywhere; the operator refuses it for a server that lacks it)",
                 )
             else:
                 self.add(

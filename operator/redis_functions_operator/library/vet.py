@@ -35,10 +35,12 @@ import hashlib
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from redis_functions_operator.library._lua.bytecode import BytecodeError, global_reads
 from redis_functions_operator.library.model import Library, RegisteredFunction, as_bytes, parse_shebang
 
 #: VM instructions a top level may run here. Generous for registering functions (a 10,000-function library runs
@@ -167,6 +169,9 @@ class Vetting:
     outcomes: tuple[LoadOutcome, ...]
     refusal: Refusal | None = None
     version_dependent: bool = False
+    #: the lines reading each server-dependent global (:data:`WATCHED_GLOBALS`) anywhere in the code, from the byte
+    #: code the server's compiler makes; ``None`` when the code does not compile (no server runs it either)
+    global_reads: Mapping[str, tuple[int, ...]] | None = None
 
     @property
     def safe(self) -> bool:
@@ -213,10 +218,13 @@ _CACHE_SIZE = 4096
 def _vet(code: bytes) -> Vetting:
     engine, name = parse_shebang(code)
     body = code[code.index(b"\n") :]  # the server hands Lua everything from the shebang's newline on
-    outcomes, version_dependent = run_loads(body)
+    outcomes, version_dependent, reads = _runs(body, PROFILES)
     primary = next((o for o in outcomes if o.loads), outcomes[0])
     library = Library(name=name, engine=engine, code=code, functions=primary.functions)
-    return Vetting(library, tuple(outcomes), _refusal(outcomes, code), version_dependent)
+    refusal = _refusal(outcomes, code)
+    if refusal is None and isinstance(reads, str):
+        refusal = Refusal("VetInconclusive", reads)
+    return Vetting(library, tuple(outcomes), refusal, version_dependent, None if isinstance(reads, str) else reads)
 
 
 def _refusal(outcomes: list[LoadOutcome], code: bytes) -> Refusal | None:
@@ -250,10 +258,26 @@ IGNORE_COMMENT = re.compile(r"lint-ignore\s*:\s*([a-z0-9, -]+)")
 # ------------------------------------------------------------------------------------------------------ one run
 
 
+#: Globals that exist on some servers only, or may be switched off: which ones a library reads decides where it can
+#: run (``library/support.py``). ``server``: Valkey only; ``os``: Redis 7.4+ and Valkey 8.0+; the other three are
+#: removed by Redis 8.2.2 and by patched builds.
+WATCHED_GLOBALS = frozenset({"server", "os", "getfenv", "setfenv", "newproxy"})
+_WATCHED_WORDS = re.compile(rb"\b(?:server|os|getfenv|setfenv|newproxy)\b")
+
+#: The global reads of code that compiled (line lists by name), ``None`` for code that did not, or why the byte code
+#: could not be read (a string: the vet fails closed).
+_Reads = Mapping[str, tuple[int, ...]] | None | str
+
+
 def run_loads(body: bytes, profiles: tuple[ServerProfile, ...] = PROFILES) -> tuple[list[LoadOutcome], bool]:
     """Run the library body's top level as each profile's FUNCTION LOAD would, in one fresh Lua state (compiled
     once). When the top level reads a version field, :data:`VERSIONED_PROFILES` are run too. Returns the outcomes
     and whether the top level read a version field."""
+    outcomes, read_version, _ = _runs(body, profiles)
+    return outcomes, read_version
+
+
+def _runs(body: bytes, profiles: tuple[ServerProfile, ...]) -> tuple[list[LoadOutcome], bool, _Reads]:
     from lupa import lua51  # imported here: only commands that vet pay for it
 
     memory = MEMORY_BASE + MEMORY_PER_CODE_BYTE * len(body)
@@ -264,11 +288,12 @@ def run_loads(body: bytes, profiles: tuple[ServerProfile, ...] = PROFILES) -> tu
         compile_body, run = runtime.execute(_sandbox_bytecode())
         chunk, compile_error = compile_body(body)
     except lua51.LuaMemoryError:
-        return [LoadOutcome(p.label, stopped=_MEMORY_STOP.format(memory >> 20)) for p in profiles], False
+        return [LoadOutcome(p.label, stopped=_MEMORY_STOP.format(memory >> 20)) for p in profiles], False, None
     if chunk is False:  # the same compiler on every server (Lua 5.1.5)
         message = _text(compile_error)
         error = f"Error compiling function: {message}"
-        return [LoadOutcome(p.label, error=error, line=_position(message)) for p in profiles], False
+        return [LoadOutcome(p.label, error=error, line=_position(message)) for p in profiles], False, None
+    reads = _global_reads(runtime, chunk, body)  # before any run: the library cannot touch the dumper
     outcomes: list[LoadOutcome] = []
     read_version = False
     unpacked: dict[bytes, tuple[RegisteredFunction, ...]] = {}
@@ -290,7 +315,18 @@ def run_loads(body: bytes, profiles: tuple[ServerProfile, ...] = PROFILES) -> tu
         if result[-1] and not read_version:
             read_version = True
             queue.extend(VERSIONED_PROFILES)
-    return outcomes, read_version
+    return outcomes, read_version, reads
+
+
+def _global_reads(runtime: Any, chunk: Any, body: bytes) -> _Reads:
+    """Which :data:`WATCHED_GLOBALS` the compiled chunk reads, on which lines. Most libraries name none of them
+    anywhere, and then neither the dump nor its reading is needed."""
+    if not _WATCHED_WORDS.search(body):
+        return {}
+    try:
+        return global_reads(bytes(runtime.eval("string.dump")(chunk)), WATCHED_GLOBALS)
+    except (BytecodeError, ValueError, IndexError) as exc:  # struct.error is a ValueError
+        return f"the vet could not read the compiled code to see which globals it uses ({exc}); it cannot decide"
 
 
 def _clean_on_redis(outcome: LoadOutcome, read_version: bool) -> bool:
@@ -453,6 +489,7 @@ __all__ = [
     "PROFILES",
     "REFUSAL_PREFIX",
     "VERSIONED_PROFILES",
+    "WATCHED_GLOBALS",
     "LoadOutcome",
     "Refusal",
     "RegisteredFunction",

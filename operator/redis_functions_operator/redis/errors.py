@@ -38,6 +38,8 @@ class ErrorKind(StrEnum):
     WRONG_MODE = "WrongMode"
     LOST_DURING_LOAD = "NodeLostDuringLoad"  # transient: a killed node looks the same (the controller counts them)
     UNSAFE_LIBRARY = "UnsafeLibrary"  # loaded function names differ only in case: REPLACE/DELETE would crash it
+    UNSUPPORTED_ON_SERVER = "UnsupportedOnServer"  # the vet says this server would fail it: never sent there
+    NO_LUA_ENGINE = "NoLuaEngine"  # the server has no Lua engine: FUNCTION LOAD is never sent to it
     CONNECTION_FAILED = "ConnectionFailed"
     TIMEOUT = "Timeout"
     LOADING = "NodeLoading"
@@ -67,6 +69,8 @@ PERMANENT_KINDS = frozenset(
         ErrorKind.NOT_REDIS,
         ErrorKind.WRONG_MODE,
         ErrorKind.UNSAFE_LIBRARY,
+        ErrorKind.UNSUPPORTED_ON_SERVER,
+        ErrorKind.NO_LUA_ENGINE,
     }
 )
 

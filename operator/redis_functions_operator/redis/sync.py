@@ -8,19 +8,23 @@ The plan, and why each step exists:
    case-insensitive glob, so only the exact-name entry counts; code is compared as bytes (Redis returns it
    byte-exact) — never list order or DUMP bytes, which differ between equal nodes (facts §5, §7).
 3. Nodes already right are **left alone**: a re-sync of an unchanged library sends no FUNCTION LOAD.
-4. A **canary** primary is loaded first. A permanent failure there (compile error, bad metadata, a function name
+4. The vet's verdict is **applied to each primary** as discovery found it (engine, version, Lua engine;
+   ``library/support.py``): when one would fail the library — no Lua engine, a load or a function that fails on
+   that server only — nothing is sent anywhere (``NoLuaEngine``, ``UnsupportedOnServer``), so servers of a mixed
+   fleet never end up with different versions.
+5. A **canary** primary is loaded first. A permanent failure there (compile error, bad metadata, a function name
    owned by another library, FUNCTION unsupported...) stops the rollout before anything else is touched, and the
    result carries Redis' own message (with the Lua line number).
-5. The **rest** are loaded concurrently with ``FUNCTION LOAD REPLACE``.
-6. If another primary fails *permanently* (typically a function name another library owns only there), the nodes
+6. The **rest** are loaded concurrently with ``FUNCTION LOAD REPLACE``.
+7. If another primary fails *permanently* (typically a function name another library owns only there), the nodes
    that took the new code are **rolled back** to exactly what they had (their previous code, or no library), so a
    permanent failure never leaves mixed versions behind. Transient failures are reported as retryable and the nodes
    that did load keep the new code — retrying converges, rolling back would only delay it.
-7. A library whose loaded function names differ only in case is **never replaced, deleted or spread**: Redis 7.0.15
+8. A library whose loaded function names differ only in case is **never replaced, deleted or spread**: Redis 7.0.15
    and Valkey 9.1.2 accept it, then abort on its next FUNCTION LOAD REPLACE or FUNCTION DELETE. The lint refuses
    such code before any load; this is the engine's own guard for what a static read cannot see (names computed at
    load time behind a ``lint-ignore``), judged from what the servers report.
-8. Every primary is **verified** again by reading the code back (for a drift repair, the repaired nodes: the
+9. Every primary is **verified** again by reading the code back (for a drift repair, the repaired nodes: the
    others were read in step 2 of the same sync).
 
 Every network call is bounded by the target's timeout, and every node's result is kept: one node's failure never
@@ -35,7 +39,8 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from redis_functions_operator.library import Library, code_sha256
+from redis_functions_operator.library import Library, LibraryError, code_sha256, vet, vetted
+from redis_functions_operator.library.support import unsupported
 from redis_functions_operator.redis.connect import Connector, Endpoint, Target
 from redis_functions_operator.redis.errors import ErrorKind, NodeError, classify
 from redis_functions_operator.redis.replies import pairs, text
@@ -275,7 +280,10 @@ async def _sync(library: Library, topo: Topology, conn: Connector, known: Known)
     unreadable = [NodeResult(s.node, Outcome.FAILED, error=s.error) for s in snapshots if s.error is not None]
     readable = [s for s in snapshots if s.error is None]
     if any(case_clash(s.functions) for s in readable):
-        return _refuse_unsafe(library, topo, readable, unreadable + unreachable)
+        return _refuse(library, topo, readable, unreadable + unreachable, _clashes(library, readable))
+    unfit = await _unsupported_nodes(library, topo.primaries)
+    if unfit:
+        return _refuse(library, topo, readable, unreadable + unreachable, unfit)
     needy = [s for s in readable if s.code != library.code]
     already = {s.node for s in readable if s.code == library.code}
     # Drift repair vs rollout: if some primary already holds the code, the others are being repaired.
@@ -400,21 +408,57 @@ def _unsafe_error(node: Node, library: str, clash: tuple[str, str]) -> NodeError
     )
 
 
-def _refuse_unsafe(library: Library, topo: Topology, readable: list[Snapshot], failed: list[NodeResult]) -> SyncResult:
-    """Nothing sent anywhere: some primary already holds this library with case-clashing function names."""
+def _clashes(library: Library, readable: list[Snapshot]) -> dict[Node, NodeError]:
+    """The primaries that already hold this library with case-clashing function names."""
+    found = {}
+    for snap in readable:
+        clash = case_clash(snap.functions)
+        if clash is not None:
+            found[snap.node] = _unsafe_error(snap.node, library.name, clash)
+    return found
+
+
+async def _unsupported_nodes(library: Library, primaries: Iterable[Node]) -> dict[Node, NodeError]:
+    """The primaries the vet says would fail this library (no Lua engine; a load or a function that fails on that
+    server only), judged from what discovery learned about each server, before anything is sent anywhere. The vet's
+    verdict is cached by sha256 (the operator and the CLI have vetted the code already); a caller that has not is
+    vetted here, off the event loop."""
+    vetting = vetted(library.code)
+    if vetting is None:
+        try:
+            vetting = await asyncio.to_thread(vet, library.code)
+        except LibraryError:
+            return {}  # a shebang the servers refuse: the canary reports their own message
+    found = {}
+    for node in primaries:
+        problem = unsupported(vetting, node.server)
+        if problem is not None:
+            where = f"line {problem.line}: " if problem.line else ""
+            message = f"refused before loading ({node.server.label}): {where}{problem.message}"
+            found[node] = NodeError(ErrorKind(problem.reason), message)
+    return found
+
+
+def _refuse(
+    library: Library, topo: Topology, readable: list[Snapshot], failed: list[NodeResult], refused: dict[Node, NodeError]
+) -> SyncResult:
+    """Nothing sent anywhere: some primaries must not receive this library (``refused``); the others are reported
+    as they are, unchanged when they already hold the code, skipped otherwise."""
     results = list(failed)
     decisive: NodeError | None = None
     blocking: str | None = None
     for snap in readable:
-        clash = case_clash(snap.functions)
-        if clash is None:
+        error = refused.get(snap.node)
+        if error is None:
             outcome = Outcome.UNCHANGED if snap.code == library.code else Outcome.SKIPPED
             results.append(NodeResult(snap.node, outcome, snap.sha256, snap.sha256))
             continue
-        error = _unsafe_error(snap.node, library.name, clash)
         results.append(NodeResult(snap.node, Outcome.FAILED, snap.sha256, snap.sha256, error=error))
         if decisive is None:
             decisive, blocking = error, snap.node.address
+    if decisive is None:  # every refused primary was also unreadable: the refusal still decides
+        node, decisive = next(iter(refused.items()))
+        blocking = node.address
     results.sort(key=lambda r: r.node.endpoint)
     return SyncResult(library.name, library.sha256, topo, tuple(results), error=decisive, blocking_node=blocking)
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
+from redis_functions_operator.library.support import Server
+from redis_functions_operator.library.vet import ENGINE_REDIS, ENGINE_VALKEY
 from redis_functions_operator.redis.connect import Connector, Endpoint, Mode, Target
 from redis_functions_operator.redis.errors import ErrorKind, NodeError, classify
 from redis_functions_operator.redis.replies import pairs, text
@@ -39,6 +41,7 @@ class Node:
     slots: str = ""  # cluster: "0-5460,10923" style; "" for a 0-slot primary or non-cluster
     primary: Endpoint | None = None  # for a replica: the primary it follows
     run_id: str | None = field(default=None, compare=False)  # INFO server run_id, when the node answered it
+    server: Server = field(default=Server(), compare=False)  # engine, version, Lua engine: from the same INFO
 
     @property
     def address(self) -> str:
@@ -212,12 +215,12 @@ async def _discover_standalone(target: Target, connector: Connector) -> Topology
 
     async def resolve(seed: Endpoint) -> None:
         try:
-            role, run_id = await _role(connector, seed)
+            role, run_id, server = await _role(connector, seed)
         except Exception as exc:
             unreachable.append((Node(seed, Role.PRIMARY), classify(exc)))
             return
         if role[0] == "master":
-            primaries[seed] = Node(seed, Role.PRIMARY, run_id=run_id)
+            primaries[seed] = Node(seed, Role.PRIMARY, run_id=run_id, server=server)
             for replica in role[2]:
                 ep = Endpoint(replica[0], int(replica[1]))
                 replicas[ep] = Node(ep, Role.REPLICA, primary=seed)
@@ -226,7 +229,7 @@ async def _discover_standalone(target: Target, connector: Connector) -> Topology
             primary = Endpoint(role[1], int(role[2]))
             replicas[seed] = Node(seed, Role.REPLICA, primary=primary)
             try:
-                primary_role, primary_run_id = await _role(connector, primary)
+                primary_role, primary_run_id, primary_server = await _role(connector, primary)
             except Exception as exc:
                 unreachable.append((Node(primary, Role.PRIMARY), classify(exc)))
                 return
@@ -235,7 +238,7 @@ async def _discover_standalone(target: Target, connector: Connector) -> Topology
                     (Node(primary, Role.PRIMARY), NodeError(ErrorKind.TOPOLOGY, f"{primary} is not a primary"))
                 )
                 return
-            primaries[primary] = Node(primary, Role.PRIMARY, run_id=primary_run_id)
+            primaries[primary] = Node(primary, Role.PRIMARY, run_id=primary_run_id, server=primary_server)
             for replica in primary_role[2]:
                 ep = Endpoint(replica[0], int(replica[1]))
                 replicas.setdefault(ep, Node(ep, Role.REPLICA, primary=primary))
@@ -287,14 +290,14 @@ async def _confirm_roles(connector: Connector, mode: Mode, candidates: list[Node
 
     async def confirm(node: Node) -> tuple[Node, NodeError | None]:
         try:
-            role, run_id = await _role(connector, node.endpoint)
+            role, run_id, server = await _role(connector, node.endpoint)
         except Exception as exc:
             return node, classify(exc)
         if role[0] != "master":
             return node, NodeError(
                 ErrorKind.READ_ONLY, f"{node.address} is listed as a primary but ROLE says {role[0]}"
             )
-        return replace(node, run_id=run_id), None
+        return replace(node, run_id=run_id, server=server), None
 
     results = await asyncio.gather(*(confirm(n) for n in claimed))
     primaries = [n for n, err in results if err is None]
@@ -313,20 +316,46 @@ def _topology(
     )
 
 
-async def _role(connector: Connector, endpoint: Endpoint) -> tuple[list[Any], str | None]:
-    """ROLE, decoded (``['master', offset, [[host, port, offset], ...]]`` or ``['slave', host, port, ...]``), and the
-    node's run_id from INFO server in the same round trip (``None`` when INFO is not allowed: the ACL of a CLI user
-    may lack it, and only ownership between objects needs it)."""
-    reply, info = await connector.call_many(endpoint, ("ROLE",), ("INFO", "server"))
+async def _role(connector: Connector, endpoint: Endpoint) -> tuple[list[Any], str | None, Server]:
+    """ROLE, decoded (``['master', offset, [[host, port, offset], ...]]`` or ``['slave', host, port, ...]``), and
+    from INFO in the same round trip the node's run_id and what server it is (``None`` and an unknown server when
+    INFO is not allowed: the ACL of a CLI user may lack it; ownership between objects and the per-server vet need
+    it, and the vet then refuses what depends on the server)."""
+    reply, info = await connector.call_many(endpoint, ("ROLE",), ("INFO", "server", "scriptingengines"))
     if isinstance(reply, BaseException):
         raise reply
     run_id = text(info.get("run_id")) or None if isinstance(info, dict) else None
+    server = server_from_info(info) if isinstance(info, dict) else Server()
     kind = text(reply[0])
     if kind == "master":
-        return [kind, reply[1], [[text(r[0]), int(r[1])] for r in reply[2]]], run_id
+        return [kind, reply[1], [[text(r[0]), int(r[1])] for r in reply[2]]], run_id, server
     if kind == "slave":
-        return [kind, text(reply[1]), int(reply[2])], run_id
-    return [kind], run_id
+        return [kind, text(reply[1]), int(reply[2])], run_id, server
+    return [kind], run_id, server
+
+
+def server_from_info(info: dict[str, Any]) -> Server:
+    """INFO server + scriptingengines → engine, version, Lua. Valkey says ``server_name:valkey`` and its own
+    ``valkey_version`` (its ``redis_version`` stays 7.2.4); Redis has neither. Only Valkey 9.x reports a *Scripting
+    Engines* section; a server without it has Lua built in (``docs/lua-sandbox.md``, "Per server")."""
+    if text(info.get("server_name", "")).lower() == "valkey" or "valkey_version" in info:
+        engine, version = ENGINE_VALKEY, text(info.get("valkey_version", ""))
+    elif "redis_version" in info:
+        engine, version = ENGINE_REDIS, text(info.get("redis_version", ""))
+    else:
+        return Server()
+    return Server(engine, version, _has_lua(info))
+
+
+def _has_lua(info: dict[str, Any]) -> bool | None:
+    if "engines_count" not in info:
+        return True  # no Scripting Engines section: Lua is built in
+    engines = [v for k, v in info.items() if k.startswith("engine_") and k[7:].isdigit()]
+    if any(isinstance(e, dict) and text(e.get("name", "")).upper() == "LUA" for e in engines):
+        return True
+    if str(info.get("engines_count")) == "0" or (engines and all(isinstance(e, dict) for e in engines)):
+        return False
+    return None  # a shape this reader does not know: say nothing rather than refuse
 
 
 def _no_seed_answered(errors: list[tuple[Endpoint, NodeError]]) -> NodeError:
