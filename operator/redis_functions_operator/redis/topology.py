@@ -98,23 +98,32 @@ async def _discover_cluster(target: Target, connector: Connector) -> Topology:
     seed_errors: list[tuple[Endpoint, NodeError]] = []
     for seed in target.endpoints:
         try:
-            candidates = await _cluster_view(connector, seed)
+            candidates, known = await _cluster_view(connector, seed)
         except Exception as exc:
             seed_errors.append((seed, classify(exc)))
             continue
-        return await _confirm_roles(connector, Mode.CLUSTER, candidates)
+        return await _confirm_roles(connector, Mode.CLUSTER, candidates, known)
     raise TopologyError(_no_seed_answered(seed_errors))
 
 
-async def _cluster_view(connector: Connector, seed: Endpoint) -> list[Node]:
+async def _cluster_view(connector: Connector, seed: Endpoint) -> tuple[list[Node], set[str]]:
+    """The seed's view: its live nodes, and the id of every node it knows at all (failed ones too, not nodes still
+    in handshake, whose ids are temporary)."""
     try:
         shards = await connector.call(seed, "CLUSTER", "SHARDS")
     except Exception as exc:
         if classify(exc).kind is not ErrorKind.UNKNOWN:
             raise
-        nodes_text = await connector.call(seed, "CLUSTER", "NODES")
-        return parse_cluster_nodes(text(nodes_text), seed)
-    return parse_cluster_shards(shards, seed)
+        nodes_text = text(await connector.call(seed, "CLUSTER", "NODES"))
+        return parse_cluster_nodes(nodes_text, seed), known_node_ids(nodes_text)
+    known = {text(pairs(n).get("id")) for shard in shards or [] for n in pairs(shard).get("nodes", [])}
+    return parse_cluster_shards(shards, seed), known
+
+
+def known_node_ids(nodes_text: str) -> set[str]:
+    """Every node id a CLUSTER NODES text lists, except nodes in handshake (their ids are temporary)."""
+    rows = (line.split() for line in nodes_text.splitlines())
+    return {row[0] for row in rows if len(row) >= 3 and "handshake" not in row[2].split(",")}
 
 
 #: CLUSTER SHARDS health values of a node that is up. Redis 7.0 reports "loading" for any node whose replication
@@ -215,7 +224,7 @@ async def _discover_standalone(target: Target, connector: Connector) -> Topology
 
     async def resolve(seed: Endpoint) -> None:
         try:
-            role, run_id, server = await _role(connector, seed)
+            role, run_id, server, _ = await _role(connector, seed)
         except Exception as exc:
             unreachable.append((Node(seed, Role.PRIMARY), classify(exc)))
             return
@@ -229,7 +238,7 @@ async def _discover_standalone(target: Target, connector: Connector) -> Topology
             primary = Endpoint(role[1], int(role[2]))
             replicas[seed] = Node(seed, Role.REPLICA, primary=primary)
             try:
-                primary_role, primary_run_id, primary_server = await _role(connector, primary)
+                primary_role, primary_run_id, primary_server, _ = await _role(connector, primary)
             except Exception as exc:
                 unreachable.append((Node(primary, Role.PRIMARY), classify(exc)))
                 return
@@ -283,25 +292,60 @@ async def _discover_sentinel(target: Target, connector: Connector) -> Topology:
 # --- shared --------------------------------------------------------------------------------------------------------
 
 
-async def _confirm_roles(connector: Connector, mode: Mode, candidates: list[Node]) -> Topology:
-    """ROLE on every candidate primary, concurrently: the cluster's view can lag a failover by a moment."""
+async def _confirm_roles(
+    connector: Connector, mode: Mode, candidates: list[Node], known: set[str] | None = None
+) -> Topology:
+    """ROLE on every candidate primary, concurrently: the cluster's view can lag a failover by a moment.
+
+    In a cluster (``known``: the node ids the seed's view holds), each primary's own CLUSTER NODES comes back in the
+    same round trip, and a live primary that some primary lists but the seed does not know is a candidate too:
+    a primary that has just joined with CLUSTER MEET is known first to the node it met, and reaches the others by
+    gossip 0-1.5 s later (measured on every server line), so one seed's view alone can miss it, and a sync would
+    report every primary verified while one lacks the library. Only nodes the seed does not know at all are added:
+    where views disagree about a node's health, the seed's view stands, as before."""
     claimed = [n for n in candidates if n.role is Role.PRIMARY]
     replicas = [n for n in candidates if n.role is Role.REPLICA]
+    with_views = known is not None
 
-    async def confirm(node: Node) -> tuple[Node, NodeError | None]:
+    async def confirm(node: Node) -> tuple[Node, NodeError | None, str | None]:
         try:
-            role, run_id, server = await _role(connector, node.endpoint)
+            role, run_id, server, view = await _role(connector, node.endpoint, with_views)
         except Exception as exc:
-            return node, classify(exc)
+            return node, classify(exc), None
         if role[0] != "master":
-            return node, NodeError(
-                ErrorKind.READ_ONLY, f"{node.address} is listed as a primary but ROLE says {role[0]}"
+            return (
+                node,
+                NodeError(ErrorKind.READ_ONLY, f"{node.address} is listed as a primary but ROLE says {role[0]}"),
+                None,
             )
-        return replace(node, run_id=run_id, server=server), None
+        return replace(node, run_id=run_id, server=server), None, view
 
-    results = await asyncio.gather(*(confirm(n) for n in claimed))
-    primaries = [n for n, err in results if err is None]
-    unreachable = [(n, err) for n, err in results if err is not None]
+    results: list[tuple[Node, NodeError | None, str | None]] = []
+    seen = {n.endpoint for n in claimed} | {n.endpoint for n in replicas}
+    ids = set(known or ())
+    while claimed:
+        found = await asyncio.gather(*(confirm(n) for n in claimed))
+        results += found
+        claimed = []
+        for node, _, view in found:
+            for other in parse_cluster_nodes(view, node.endpoint) if view else []:
+                if other.shard in ids or other.endpoint in seen:
+                    continue
+                if other.role is Role.PRIMARY:
+                    claimed.append(other)
+                    ids.add(str(other.shard))
+                    seen.add(other.endpoint)
+        for node, _, view in found:  # the replicas of primaries found this way, for reporting
+            for other in parse_cluster_nodes(view, node.endpoint) if view else []:
+                if (
+                    other.role is Role.REPLICA
+                    and other.endpoint not in seen
+                    and other.shard in {c.shard for c in claimed}
+                ):
+                    replicas.append(other)
+                    seen.add(other.endpoint)
+    primaries = [n for n, err, _ in results if err is None]
+    unreachable = [(n, err) for n, err, _ in results if err is not None]
     return _topology(mode, primaries, replicas, unreachable)
 
 
@@ -316,22 +360,28 @@ def _topology(
     )
 
 
-async def _role(connector: Connector, endpoint: Endpoint) -> tuple[list[Any], str | None, Server]:
+async def _role(
+    connector: Connector, endpoint: Endpoint, with_view: bool = False
+) -> tuple[list[Any], str | None, Server, str | None]:
     """ROLE, decoded (``['master', offset, [[host, port, offset], ...]]`` or ``['slave', host, port, ...]``), and
     from INFO in the same round trip the node's run_id and what server it is (``None`` and an unknown server when
     INFO is not allowed: the ACL of a CLI user may lack it; ownership between objects and the per-server vet need
-    it, and the vet then refuses what depends on the server)."""
-    reply, info = await connector.call_many(endpoint, ("ROLE",), ("INFO", "server", "scriptingengines"))
+    it, and the vet then refuses what depends on the server). ``with_view`` adds the node's CLUSTER NODES text."""
+    commands: list[tuple[Any, ...]] = [("ROLE",), ("INFO", "server", "scriptingengines")]
+    if with_view:
+        commands.append(("CLUSTER", "NODES"))
+    reply, info, *rest = await connector.call_many(endpoint, *commands)
     if isinstance(reply, BaseException):
         raise reply
     run_id = text(info.get("run_id")) or None if isinstance(info, dict) else None
     server = server_from_info(info) if isinstance(info, dict) else Server()
+    view = text(rest[0]) if rest and not isinstance(rest[0], BaseException) else None
     kind = text(reply[0])
     if kind == "master":
-        return [kind, reply[1], [[text(r[0]), int(r[1])] for r in reply[2]]], run_id, server
+        return [kind, reply[1], [[text(r[0]), int(r[1])] for r in reply[2]]], run_id, server, view
     if kind == "slave":
-        return [kind, text(reply[1]), int(reply[2])], run_id, server
-    return [kind], run_id, server
+        return [kind, text(reply[1]), int(reply[2])], run_id, server, view
+    return [kind], run_id, server, view
 
 
 def server_from_info(info: dict[str, Any]) -> Server:

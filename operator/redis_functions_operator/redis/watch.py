@@ -18,9 +18,9 @@ another library removed                       the counts going down (so a functi
                                               Ready library wrong, and the operator's own loads would wake all)
 ============================================  =====================================================================
 
-One poll = topology discovery (CLUSTER SHARDS, then ROLE + INFO server per primary in one round trip, or the
-standalone/sentinel equivalent) plus ``INFO commandstats`` and ``FUNCTION STATS`` per primary in one round trip:
-about 14 commands in 8 round trips for a 3-primary cluster, whatever the number of libraries.
+One poll = topology discovery (CLUSTER SHARDS, then ROLE + INFO server + CLUSTER NODES per primary in one round
+trip, or the standalone/sentinel equivalent) plus ``INFO commandstats`` and ``FUNCTION STATS`` per primary in one
+round trip: about 17 commands in 7 round trips for a 3-primary cluster, whatever the number of libraries.
 """
 
 from __future__ import annotations
