@@ -1,13 +1,14 @@
 # syntax=docker/dockerfile:1
 # The operator image: `redis-functions-operator run` on a slim Python base, as a non-root numeric user, able to run
 # with a read-only root filesystem (it writes only TLS client certificates, under $TMPDIR=/tmp: mount an emptyDir or
-# a tmpfs there, as the Helm chart does). Build and push: docs/install.md, "Building the image".
+# a tmpfs there, as the Helm chart does). Build and push: docs/install.md, "Building and pushing the image".
 #
 #   docker build --build-arg REVISION="$(git rev-parse HEAD)" -t ghcr.io/redis-functions-operator/redis-functions-operator:0.1.0 .
 #
-# No Docker engine runs in this project's CI, so tests/e2e/test_image_env.py rebuilds the final stage's environment
-# without one: the same Python minor version (PYTHON_VERSION below), the same lock and the same two pip commands, into
-# a fresh virtualenv, and runs the operator from it against a real kube-apiserver. Keep those commands in step.
+# The test suite builds this file with podman (`make image`, scripts/build-image.sh) and tests/e2e/test_image.py runs
+# the image the way the Helm chart's Deployment runs its pod. No registry is reachable there, so that build passes
+# --build-arg BASE_IMAGE=<a stand-in: Debian trixie's python3 3.13, made with mmdebstrap>; the defaults below are
+# the published image's.
 
 ARG PYTHON_VERSION=3.11
 # Pin by digest for reproducible builds: --build-arg BASE_IMAGE=python:3.11-slim-trixie@sha256:<digest>

@@ -4,7 +4,7 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: bootstrap control-plane servers lint typecheck test test-quick demo bench clean
+.PHONY: bootstrap control-plane servers image lint test test-quick demo bench clean
 
 bootstrap:                ## Debian packages + .venv with the pinned dependencies
 	@./scripts/bootstrap.sh
@@ -16,6 +16,9 @@ control-plane: bootstrap  ## build (once, cached in .cache/) kube-apiserver, etc
 servers: bootstrap       ## build (once, cached in .cache/servers) Redis 7.2.6, 7.4.1, 8.0-m01 and Valkey 7.2.7, 8.0.1
 	@./scripts/build-servers.sh
 
+image: bootstrap          ## build the operator image with podman (stand-in base cached in .cache/image; skipped when up to date)
+	@./scripts/build-image.sh
+
 PYDIRS := $(wildcard operator tests bench scripts)
 
 lint: bootstrap           ## ruff + mypy --strict on the package
@@ -23,7 +26,7 @@ lint: bootstrap           ## ruff + mypy --strict on the package
 	@$(VENV)/bin/ruff format --check $(PYDIRS)
 	@echo "==> mypy --strict"; $(VENV)/bin/mypy
 
-test: lint control-plane servers  ## the whole suite: unit, real Redis/Valkey (the matrix too), real control plane
+test: lint control-plane servers image  ## the whole suite: unit, real Redis/Valkey (the matrix too), real control plane, the image
 	@echo "==> pytest (whole suite)"; $(PY) -m pytest -q -ra
 
 test-quick: lint          ## fast iteration: unit tests and real-Redis tests, no control plane, no matrix builds
