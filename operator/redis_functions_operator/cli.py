@@ -528,7 +528,7 @@ def cmd_dump(args: argparse.Namespace) -> int:
     import asyncio
 
     from redis_functions_operator.redis.connect import Endpoint
-    from redis_functions_operator.redis.dump import DumpError, dump
+    from redis_functions_operator.redis.dump import DumpError, dump, encode_dump_file
 
     target = target_from_args(args)
     node = None
@@ -538,26 +538,38 @@ def cmd_dump(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise UsageError(f"--node: {exc}") from None
     try:
-        source, payload = asyncio.run(dump(target, node))
+        taken = asyncio.run(dump(target, node))
     except DumpError as exc:
         print(f"error: {exc.error.describe()}", file=sys.stderr)
         return EXIT_PERMANENT if exc.error.permanent else EXIT_TRANSIENT
-    Path(args.file).write_bytes(payload)
-    print(f"dumped {len(payload)} bytes from {source} to {args.file}", file=sys.stderr)
+    Path(args.file).write_bytes(encode_dump_file(taken))
+    print(
+        f"dumped {len(taken.libraries)} libraries ({len(taken.payload)} bytes, format {taken.format}) from "
+        f"{taken.source} ({taken.server.label}) to {args.file}",
+        file=sys.stderr,
+    )
     return EXIT_OK
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
     import asyncio
 
-    from redis_functions_operator.redis.dump import RestorePolicy, restore
+    from redis_functions_operator.redis.dump import RestorePolicy, decode_dump_file, restore
 
     target = target_from_args(args)
     try:
-        payload = Path(args.file).read_bytes()
+        taken = decode_dump_file(Path(args.file).read_bytes())
     except OSError as exc:
         raise UsageError(f"{args.file}: {exc.strerror}") from None
-    result = asyncio.run(restore(target, payload, RestorePolicy(args.policy)))
+    except ValueError as exc:  # a damaged record line (json, base64)
+        raise UsageError(f"{args.file}: not a dump file this tool can read ({exc})") from None
+    if not taken.recorded:
+        print(
+            f"note: {args.file} is a bare FUNCTION DUMP payload (no record of its source): its format is checked "
+            "against each primary, its code cannot be vetted",
+            file=sys.stderr,
+        )
+    result = asyncio.run(restore(target, taken, RestorePolicy(args.policy)))
     if args.output == "json":
         print(json.dumps(result_json(result), indent=2))
     else:
