@@ -4,8 +4,9 @@ argocd/health.lua (Argo CD), each on objects the running operator really put int
 * kstatus: the real library (``sigs.k8s.io/cli-utils/pkg/kstatus/status`` v0.37.2), via the small Go tool in
   tests/kstatus/ built by scripts/build-test-tools.sh into .cache/k8s/bin/kstatus (the fixture runs the script;
   it rebuilds only when the tool's sources changed).
-* Argo CD: argocd/health.lua run by Debian's ``lua5.1`` in an emulation of Argo CD's restricted Lua environment
-  (tests/support/argo_health_runner.lua), preceded by Argo CD's own "Pending deletion" rule.
+* Argo CD: argocd/health.lua run in gopher-lua, the Lua VM Argo CD runs health checks in, fed and read the way
+  Argo CD's util/lua does and preceded by gitops-engine's "Pending deletion" rule, via the Go tool in tests/argo/
+  built by the same script into .cache/k8s/bin/argo-health (tests/unit/test_argocd_health.py has the details).
 * Helm 4: ``.cache/k8s/bin/helm`` (helm.sh/helm/v4 v4.3.1, built by scripts/build-control-plane.sh), whose
   ``--wait`` is a kstatus watcher: success once every library is Ready, failure at once when one is Stalled.
 
@@ -13,6 +14,9 @@ How each state is captured, without races:
 * new, before the operator acts: the response of ``kubectl create -o json`` — the object exactly as stored by that
   create, which the operator cannot have touched yet (``status.observedGeneration: -1`` from the CRD default). A
   ``kubectl create --dry-run=server`` of the same manifest must agree (nothing stored, nothing for the operator).
+  The same for an object created with the pause annotation.
+* paused or detached, or the pause removed, before the operator acts: the response of the ``kubectl annotate -o
+  json`` that changed the annotation (status still as the operator last wrote it).
 * spec changed but not yet observed: the response of the ``kubectl patch`` that changed the spec (generation 2,
   status still from generation 1) — again the object as that write stored it, before any reaction.
 * rollout in progress and the first transient failure: from a watch that starts at a resourceVersion read before
@@ -44,9 +48,9 @@ import yaml
 from tests.e2e.helpers import Libraries, library_code, manifest
 from tests.support import redis_servers as rs
 from tests.support.control_plane import ControlPlane, binaries_dir, free_port, kubectl_path
-from tests.unit.test_argocd_health import argo_health
+from tests.unit.test_argocd_health import ARGO_HEALTH, Health, argo_health, build_argo_health
 
-pytestmark = pytest.mark.usefixtures("operator")
+pytestmark = pytest.mark.usefixtures("operator", "argo_health_built")
 
 REPO = Path(__file__).resolve().parents[2]
 TESTDATA = REPO / "argocd" / "testdata"
@@ -73,6 +77,17 @@ def kstatus_tool() -> Path:
     if proc.returncode != 0 or not os.access(tool, os.X_OK):
         pytest.fail(f"scripts/build-test-tools.sh failed:\n{proc.stdout}\n{proc.stderr}", pytrace=False)
     return tool
+
+
+@pytest.fixture(scope="session")
+def argo_health_built() -> None:
+    """argo-health (tests/argo/), (re)built by scripts/build-test-tools.sh when missing or stale, for :func:`argo`."""
+    build_argo_health()
+
+
+def argo(obj: dict[str, Any]) -> Health:
+    """The health Argo CD shows for ``obj`` with argocd/health.lua (built by the ``argo_health_built`` fixture)."""
+    return argo_health(obj, binaries_dir() / ARGO_HEALTH)
 
 
 def kstatus(tool: Path, obj: dict[str, Any]) -> dict[str, str]:
@@ -244,7 +259,7 @@ def check_state(
 ) -> tuple[dict[str, str], dict[str, str]]:
     """Both tools on one captured object; compare (or, with RFO_UPDATE_ARGO_TESTDATA=1, write) its fixture."""
     k = kstatus(tool, obj)
-    a = argo_health(obj)
+    a = argo(obj)
     print(
         f"\n{state}:\n  kstatus  {k['status']:<12} {k['message']}\n  Argo CD  {a['status']:<12} {a.get('message', '')}"
     )
@@ -379,7 +394,7 @@ def test_paused_and_unmanaged_are_current_and_suspended(
     # A spec change while paused is observed (observedGeneration follows) but not applied: kstatus says Current.
     rfl.patch_spec("paused", {"version": "2"})
     changed = rfl.wait_for("paused", lambda o: o["status"]["observedGeneration"] == o["metadata"]["generation"] == 2)
-    assert kstatus(kstatus_tool, changed)["status"] == "Current" and argo_health(changed)["status"] == "Suspended"
+    assert kstatus(kstatus_tool, changed)["status"] == "Current" and argo(changed)["status"] == "Suspended"
 
     rfl.apply("unmanaged", [redis_standalone.address], code=library_code("gitops_unmanaged"))
     rfl.wait_ready("unmanaged")
@@ -390,6 +405,77 @@ def test_paused_and_unmanaged_are_current_and_suspended(
     rfl.delete("unmanaged")
     for name in ("gitops_paused", "gitops_unmanaged"):  # paused/unmanaged objects leave their library in Redis
         redis_standalone.client().execute_command("FUNCTION", "DELETE", name)
+
+
+PAUSE = "redisfunctions.dev/pause-reconciliation"
+MANAGED = "redisfunctions.dev/managed"
+
+
+def annotate(rfl: Libraries, name: str, change: str) -> dict[str, Any]:
+    """``kubectl annotate`` -> the object as that write stored it, before the operator can have reacted."""
+    out = rfl.kubectl("annotate", "--overwrite", "rfl", name, change, "-o", "json").stdout
+    result: dict[str, Any] = json.loads(out)
+    return result
+
+
+def test_pause_and_detach_are_suspended_in_argo_cd_before_the_operator_acts(
+    rfl: Libraries, redis_standalone: rs.RedisServer, kstatus_tool: Path
+) -> None:
+    # health.lua reads the annotations themselves, so Argo CD shows Suspended from the write that sets them on, not
+    # from the operator's ReconciliationPaused condition some moments later.
+    repl = {redis_standalone.address: UP_ENDPOINT}
+    body = manifest(
+        "new-paused", rfl.namespace, [redis_standalone.address], code=library_code("gitops_new_paused"),
+        annotations={PAUSE: "true"},
+    )  # fmt: skip
+    stored = create(rfl, body)
+    assert stored["status"] == {"observedGeneration": -1}
+    _, a = check_state("new-paused", stored, kstatus_tool, "InProgress", "Suspended", repl)
+    assert a["message"] == f"Paused: annotation {PAUSE}=true; not yet acknowledged by the operator"
+    rfl.wait_condition("new-paused", "ReconciliationPaused", "True", reason="Paused")
+    assert argo(rfl.get("new-paused")) == {
+        "status": "Suspended",
+        "message": f"Paused: annotation {PAUSE}=true: reconciliation is paused",  # now the operator's own words
+    }
+
+    for name, change, reason in (
+        ("pausing", f"{PAUSE}=true", "Paused"),
+        ("detaching", f"{MANAGED}=false", "Unmanaged"),
+    ):
+        rfl.apply(name, [redis_standalone.address], code=library_code(f"gitops_{name}"))
+        rfl.wait_ready(name)
+        annotated = annotate(rfl, name, change)
+        as_written = conditions(annotated)  # the operator's last status: Ready, nothing about the annotation yet
+        assert as_written["Ready"]["status"] == "True" and "ReconciliationPaused" not in as_written
+        state = f"{reason.lower()}-before-the-operator-acts"
+        _, a = check_state(state, annotated, kstatus_tool, "Current", "Suspended", repl)
+        assert a["message"] == f"{reason}: annotation {change}; not yet acknowledged by the operator"
+        rfl.wait_condition(name, "ReconciliationPaused", "True", reason=reason)
+        assert argo(rfl.get(name))["status"] == "Suspended"
+
+    rfl.delete("new-paused")
+    rfl.delete("pausing")
+    rfl.delete("detaching")
+    for library in ("gitops_pausing", "gitops_detaching"):  # loaded before the pause; paused objects leave it there
+        redis_standalone.client().execute_command("FUNCTION", "DELETE", library)
+
+
+def test_removing_the_pause_is_progressing_in_argo_cd_until_the_operator_resumes(
+    rfl: Libraries, redis_standalone: rs.RedisServer, kstatus_tool: Path
+) -> None:
+    rfl.apply("resuming", [redis_standalone.address], code=library_code("gitops_resuming"))
+    rfl.wait_ready("resuming")
+    rfl.annotate("resuming", pause_reconciliation="true")
+    rfl.wait_condition("resuming", "ReconciliationPaused", "True", reason="Paused")
+    resumed = annotate(rfl, "resuming", f"{PAUSE}-")  # the operator's ReconciliationPaused=True is still there
+    assert conditions(resumed)["ReconciliationPaused"]["status"] == "True"
+    _, a = check_state(
+        "resuming", resumed, kstatus_tool, "Current", "Progressing", {redis_standalone.address: UP_ENDPOINT}
+    )
+    assert a["message"].startswith("Resuming: ")
+    ready = rfl.wait_ready("resuming")
+    assert argo(ready)["status"] == "Healthy"
+    rfl.delete("resuming")
 
 
 def test_deletion_in_progress_is_terminating_and_pending_deletion(

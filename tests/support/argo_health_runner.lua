@@ -1,18 +1,21 @@
--- Runs an Argo CD health script (health.lua) on one object, the way Argo CD does, with a stock Lua 5.1 interpreter:
+-- Runs an Argo CD health script (health.lua) on one object in C Lua 5.1, in the environment Argo CD gives it:
 --
 --   lua5.1 tests/support/argo_health_runner.lua argocd/health.lua [OBJECT.json]     (stdin when absent or "-")
 --
--- prints {"status": "...", "message": "..."} as one JSON line. Exit 0 on a result, 1 when the script fails (error,
--- no table returned), 2 on usage/input errors.
+-- prints {"status": "...", "message": "..."} as one JSON line (empty fields left out). Exit 0 on a result, 1 when
+-- the script fails (error, a result that is neither a table nor nil), 2 on usage/input errors.
 --
--- What is emulated (argo-cd util/lua/lua.go, runLua + ExecuteHealthLua, for a script from argocd-cm without
+-- Argo CD itself runs health scripts in gopher-lua: tests/argo/ (the argo-health tool) is the authority, and
+-- tests/unit/test_argocd_health.py runs every case through both, so health.lua stays correct in either VM. What is
+-- reproduced here (argo-cd util/lua/lua.go, for a script from argocd-cm without
 -- resource.customizations.useOpenLibs): the object is the global `obj` (JSON numbers are Lua numbers, null is nil);
--- only the base library, `table`, `package` and a "safe" `os` holding just os.time and os.date are visible — no
--- `string`, `math`, `io` or `debug`, and no string methods ("x"):upper(); the chunk's return value must be a table
--- whose status is one of Healthy, Progressing, Degraded, Suspended, Missing, Unknown, else the result is
--- Unknown "Lua returned an invalid health status". Not emulated: gopher-lua's own quirks and the 1 s timeout. Argo CD
--- reports an object with metadata.deletionTimestamp as Progressing "Pending deletion" without running the script;
--- that is up to the caller (tests/unit/test_argocd_health.py).
+-- only the base library, `table` and `package` are visible, and require("os") gives just os.time and os.date — no
+-- global `os`, no `string`, `math`, `io` or `debug`, and no string methods ("x"):upper(); the chunk's return value
+-- is read as Argo CD reads it: nil, an empty table or a status/message of another type than string give an empty
+-- health ({}), a status other than Healthy, Progressing, Degraded, Suspended, Missing, Unknown gives Unknown
+-- "Lua returned an invalid health status". Not reproduced: gopher-lua's own behaviour (how it prints numbers, that
+-- it drops null elements of arrays), Argo CD's 1 s deadline and its "Pending deletion" rule for an object with
+-- metadata.deletionTimestamp, which comes before any script; argo-health has all of these.
 
 local byte, char, sub, find, format = string.byte, string.char, string.sub, string.find, string.format
 local concat = table.concat
@@ -157,10 +160,16 @@ local env = {
   assert = assert, error = error, getmetatable = getmetatable, ipairs = ipairs, next = next, pairs = pairs,
   pcall = pcall, print = print, rawequal = rawequal, rawget = rawget, rawset = rawset, select = select,
   setmetatable = setmetatable, tonumber = tonumber, tostring = tostring, type = type, unpack = unpack,
-  xpcall = xpcall, require = require,
+  xpcall = xpcall,
+  -- Argo CD preloads a safe "os" module; the global os it means to set up ends up missing (see tests/argo/main.go).
+  require = function(name)
+    if name == "os" then
+      return { time = os.time, date = os.date }
+    end
+    return require(name)
+  end,
   table = { concat = table.concat, insert = table.insert, maxn = table.maxn, remove = table.remove,
             sort = table.sort },
-  os = { time = os.time, date = os.date },
   package = {},
 }
 env._G = env
@@ -174,16 +183,29 @@ local ok, result = pcall(chunk)
 string_meta.__index = string_index
 
 if not ok then fail(1, "the health script failed: " .. tostring(result)) end
-if type(result) ~= "table" then fail(1, "expect table output from Lua script, not " .. type(result)) end
-local valid = { Healthy = true, Progressing = true, Degraded = true, Suspended = true, Missing = true, Unknown = true }
-local status, message = result.status, result.message
-if not valid[status] then
-  status, message = "Unknown", "Lua returned an invalid health status"
+if result ~= nil and type(result) ~= "table" then
+  fail(1, "expect table output from Lua script, not " .. type(result))
 end
-if message ~= nil and type(message) ~= "string" then message = tostring(message) end
-local out = { '{"status":', encode_string(status) }
+-- Argo CD encodes the table to JSON and decodes {status, message} from it: an empty table (encoded as []), an array
+-- or a field of another type fails that decoding, and Argo CD then records an empty health.
+local status, message
+if result ~= nil and next(result) ~= nil and rawget(result, 1) == nil then
+  status, message = result.status, result.message
+  if (status ~= nil and type(status) ~= "string") or (message ~= nil and type(message) ~= "string") then
+    status, message = nil, nil
+  else
+    local valid = { Healthy = true, Progressing = true, Degraded = true, Suspended = true, Missing = true,
+                    Unknown = true }
+    if not valid[status] then
+      status, message = "Unknown", "Lua returned an invalid health status"
+    end
+  end
+end
+local fields = {}
+if status ~= nil and status ~= "" then
+  fields[#fields + 1] = '"status":' .. encode_string(status)
+end
 if message ~= nil and message ~= "" then
-  out[#out + 1] = ',"message":' .. encode_string(message)
+  fields[#fields + 1] = '"message":' .. encode_string(message)
 end
-out[#out + 1] = "}"
-print(concat(out))
+print("{" .. concat(fields, ",") .. "}")
