@@ -32,7 +32,8 @@ test: lint control-plane servers image  ## the whole suite: unit, real Redis/Val
 test-quick: lint          ## fast iteration: unit tests and real-Redis tests, no control plane, no matrix builds
 	@$(PY) -m pytest -q -ra -m "not e2e and not slow"
 
-demo: bootstrap control-plane  ## a local control plane, a Redis cluster, the operator, the sample libraries
+demo: bootstrap          ## a local control plane, a Redis cluster, the operator, the sample libraries
+	@./scripts/build-control-plane.sh --no-helm  # the demo installs no chart and checks no health: no helm, no test tools
 	@$(PY) scripts/demo.py
 
 bench: bootstrap          ## benchmarks that print figures (see README "Performance")

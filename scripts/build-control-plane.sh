@@ -6,6 +6,7 @@
 # rebuilt, so only the first run is slow (~7 min cold on 2 cores for the control plane + ~3 min for helm).
 #
 #   scripts/build-control-plane.sh                 build what is missing (the default; `make control-plane`)
+#   scripts/build-control-plane.sh --no-helm       only kube-apiserver and etcd (`make demo`: it installs no chart)
 #   scripts/build-control-plane.sh --force         rebuild every binary
 #   scripts/build-control-plane.sh --regen-go-mod  regenerate tests/k8s/go.mod + go.sum from the pins below
 #                                                  (then commit them); does not build
@@ -177,7 +178,9 @@ build() {
     fi
 
     local total_start=$SECONDS
-    say "control plane binaries: kube-apiserver $K8S_VERSION, etcd $ETCD_VERSION, helm $HELM_VERSION → ${BIN_DIR#"$ROOT"/}"
+    local what="kube-apiserver $K8S_VERSION, etcd $ETCD_VERSION"
+    if [ "$HELM" = 1 ]; then what+=", helm $HELM_VERSION"; fi
+    say "control plane binaries: $what → ${BIN_DIR#"$ROOT"/}"
     # Version stamped, so /version, kubectl and helm's kubeVersion checks see the real version, not v0.0.0.
     local ldf="-s -w"
     ldf+=" -X k8s.io/component-base/version.gitVersion=$K8S_VERSION"
@@ -189,18 +192,20 @@ build() {
     build_one etcd "$ETCD_VERSION" "1 min incl. downloads" -ldflags "-s -w" go.etcd.io/etcd/server/v3
     build_one kube-apiserver "$K8S_VERSION" "6 min" -tags selinux,notest -ldflags "$ldf" \
         k8s.io/kubernetes/cmd/kube-apiserver
-    build_helm
+    if [ "$HELM" = 1 ]; then build_helm; fi
     echo "    done in $(fmt_secs $((SECONDS - total_start)))"
 }
 
 FORCE=0
+HELM=1
 ACTION=build
 for arg in "$@"; do
     case "$arg" in
         --regen-go-mod) ACTION=regen ;;
+        --no-helm) HELM=0 ;;
         --force) FORCE=1 ;;
         --print-bin-dir) ACTION=print ;;
-        -h | --help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument: $arg (try --help)" ;;
     esac
 done

@@ -100,7 +100,7 @@ The stack is up. In another terminal:
   {REPO}/.venv/bin/kubectl get rfl -n {NAMESPACE}
   {REPO}/.venv/bin/kubectl describe rfl mylib -n {NAMESPACE}
   redis-cli -c -p {port} FCALL_RO hello 0 you
-  redis-cli -p {port} FUNCTION FLUSH     # then watch the operator put it back (resync 30s)
+  redis-cli -p {port} FUNCTION FLUSH     # the operator's watch (a poll every 2 s) puts it back within about 2 s
   {REPO}/.venv/bin/redis-functions-operator status --redis redis://127.0.0.1:{port}
 
 Operator log: {operator.log_path}
