@@ -21,10 +21,11 @@ image: bootstrap          ## build the operator image with podman (stand-in base
 
 PYDIRS := $(wildcard operator tests bench scripts)
 
-lint: bootstrap           ## ruff + mypy --strict on the package
+lint: bootstrap           ## ruff + mypy --strict on the package + the layer contract (.importlinter)
 	@echo "==> ruff"; $(VENV)/bin/ruff check $(PYDIRS)
 	@$(VENV)/bin/ruff format --check $(PYDIRS)
 	@echo "==> mypy --strict"; $(VENV)/bin/mypy
+	@echo "==> import contracts (.importlinter)"; $(VENV)/bin/lint-imports --no-cache --no-logo
 
 test: lint control-plane servers image  ## the whole suite: unit, real Redis/Valkey (the matrix too), real control plane, the image
 	@echo "==> pytest (whole suite)"; $(PY) -m pytest -q -ra

@@ -1,32 +1,20 @@
-"""The package's layering is a contract: imports point down only. This test reads every module's imports."""
+"""The package's layering is a contract: imports point down only. The contract itself lives in ``.importlinter``
+and is checked by import-linter (what kopf itself uses); this file runs it under pytest too, and adds what a layers
+contract cannot say: that every module of the package sits in some layer (a new top-level module must be placed),
+and that the library model stands on nothing."""
 
 from __future__ import annotations
 
 import ast
+import configparser
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[2] / "operator" / "redis_functions_operator"
-
-# module (or sub-package) -> top-level names it must never import (directly or by sub-module)
-FORBIDDEN = {
-    "library": (
-        "redis",
-        "kopf",
-        "kubernetes",
-        "redis_functions_operator.redis",
-        "redis_functions_operator.reconcile",
-        "redis_functions_operator.k8s",
-        "redis_functions_operator.cli",
-    ),
-    "redis": ("kopf", "kubernetes", "redis_functions_operator.k8s", "redis_functions_operator.reconcile"),
-    "reconcile": ("kopf", "kubernetes", "redis", "redis_functions_operator.k8s"),
-}
-
-#: The library wing's private rooms: only the wing itself (and lint's one user, the CLI) may import them.
-WING_PRIVATE = {
-    "redis_functions_operator.library._lua": (),
-    "redis_functions_operator.library.lint": ("cli.py",),
-}
+REPO = Path(__file__).resolve().parents[2]
+PACKAGE = REPO / "operator" / "redis_functions_operator"
+CONFIG = REPO / ".importlinter"
 
 
 def imported_names(path: Path) -> set[str]:
@@ -39,37 +27,25 @@ def imported_names(path: Path) -> set[str]:
     return names
 
 
-def modules_of(layer: str) -> list[Path]:
-    single = PACKAGE / f"{layer}.py"
-    return [single] if single.exists() else sorted((PACKAGE / layer).rglob("*.py"))
+def test_the_contracts_hold() -> None:
+    lint_imports = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
+    assert lint_imports, "import-linter is not installed: run make bootstrap"
+    out = subprocess.run([lint_imports, "--no-cache", "--no-logo"], capture_output=True, text=True, cwd=REPO, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "4 kept, 0 broken" in out.stdout
 
 
-def test_imports_point_down_only() -> None:
-    violations = []
-    for layer, forbidden in FORBIDDEN.items():
-        for path in modules_of(layer):
-            for name in imported_names(path):
-                if any(name == f or name.startswith(f + ".") for f in forbidden):
-                    violations.append(f"{path.relative_to(PACKAGE)} imports {name}")
-    assert violations == []
-
-
-def test_every_layer_exists() -> None:
-    for layer in FORBIDDEN:
-        assert modules_of(layer), layer
-
-
-def test_the_library_wing_is_entered_through_its_face() -> None:
-    violations = []
-    for path in sorted(PACKAGE.rglob("*.py")):
-        relative = path.relative_to(PACKAGE)
-        if relative.parts[0] == "library":
-            continue
-        for name in imported_names(path):
-            for private, allowed in WING_PRIVATE.items():
-                if (name == private or name.startswith(private + ".")) and str(relative) not in allowed:
-                    violations.append(f"{relative} imports {name}")
-    assert violations == []
+def test_every_module_of_the_package_is_in_a_layer() -> None:
+    config = configparser.ConfigParser()
+    config.read(CONFIG)
+    layers = config["importlinter:contract:layers"]["layers"]
+    placed = {name.strip() for line in layers.splitlines() for name in line.split("|") if name.strip()}
+    top_level = {
+        f"redis_functions_operator.{p.stem if p.is_file() else p.name}"
+        for p in PACKAGE.iterdir()
+        if (p.suffix == ".py" and p.stem != "__init__") or (p.is_dir() and (p / "__init__.py").exists())
+    }
+    assert top_level - placed == set(), "place these in a layer of .importlinter"
 
 
 def test_the_model_stands_on_nothing() -> None:
