@@ -1,10 +1,13 @@
 """Every way a Redis node can say no, sorted once into *permanent* (retrying the same thing cannot help) and
 *transient* (retry later; the node may be loading, failing over, out of memory or briefly unreachable).
 
-This module is the single place where a Redis reply or a client exception becomes a decision. The table below is
-meant to be read side by side with ``shared/docs/redis-functions-facts.md`` (§2.3 exact error strings, §3 flags,
-§5 replication, §10 design constraints); ``tests/unit/test_errors.py`` pins each row, and the real-server tests
-check that the servers still say these things.
+This module is the single place where a Redis reply or a client exception becomes a decision. Which server says
+what, word for word, is in ``docs/errors.md``: Redis 7.0.15, 7.2.6, 7.4.1, 8.0-m01 and Valkey 7.2.7, 8.0.1, 9.1.2
+agree on the meaning of every reply below and differ in wording on a few (Valkey 9.1.2 drops the "Error registering
+functions" prefix on two load errors; ``server.`` for ``redis.`` on Valkey 8.0+; "Invalid log level" for "Invalid
+debug level" on Redis 7.4+ and Valkey 8.0+; "Valkey is busy/loading" on Valkey 8.0+; Redis 7.0.15's NOPERM does not
+name the user). ``tests/unit/test_errors.py`` pins one row per wording; ``tests/redis/test_errors_per_server.py``
+provokes each reply on every one of those servers and fails if its kind, permanence or text moves.
 
 Why the split matters: the canary rule of the sync engine stops a rollout at the first *permanent* failure (a
 compile error will fail identically on every node, a function-name collision means another library owns the name),
@@ -102,8 +105,9 @@ class NodeError:
         return self.message
 
 
-# (pattern over the server's error text, kind). First match wins; order matters where texts overlap.
-# Sources: facts §2.3 (load errors, both servers' wording), §3 (OOM, MASTERDOWN), §5 (READONLY), §9 (Valkey texts).
+# (pattern over the server's error text, kind). First match wins; order matters where texts overlap: "Error
+# registering functions: ERR Library names can only contain ..." is about a *function* name (Redis words it wrong),
+# so the prefix row must come before the library-name row. Every wording of every server: docs/errors.md.
 REPLY_TABLE: tuple[tuple[re.Pattern[str], ErrorKind], ...] = tuple(
     (re.compile(pattern, re.IGNORECASE), kind)
     for pattern, kind in (
@@ -113,8 +117,8 @@ REPLY_TABLE: tuple[tuple[re.Pattern[str], ErrorKind], ...] = tuple(
         (r"^Wrong restore policy", ErrorKind.INVALID_PAYLOAD),
         (r"^Error compiling function", ErrorKind.COMPILE_ERROR),
         (r"^Error registering functions", ErrorKind.COMPILE_ERROR),
-        (r"^Function already exists in the library", ErrorKind.COMPILE_ERROR),  # Valkey's wording
-        (r"^Function names can only contain", ErrorKind.COMPILE_ERROR),  # Valkey's wording
+        (r"^Function already exists in the library", ErrorKind.COMPILE_ERROR),  # Valkey 9.1.2: no prefix
+        (r"^Function names can only contain", ErrorKind.COMPILE_ERROR),  # Valkey 9.1.2: no prefix, says "Function"
         (r"^No functions registered", ErrorKind.COMPILE_ERROR),
         (r"^Missing library metadata", ErrorKind.INVALID_LIBRARY),
         (r"^Invalid library metadata", ErrorKind.INVALID_LIBRARY),
