@@ -494,10 +494,32 @@ async def _load(conn: Connector, node: Node, code: bytes, name: str) -> tuple[No
         error = classify(exc)
         if error.kind is ErrorKind.FUNCTION_CONFLICT and error.function:
             return replace(error, owner=await _function_owner(conn, node, error.function)), None
+        if error.kind is ErrorKind.CONNECTION_FAILED and "while writing" in str(exc):
+            return await _closed_while_receiving(conn, node, len(code), error), None
         return error, None
     if isinstance(listed, Exception):
         return None, Snapshot(node, error=classify(listed))
     return None, _snapshot(node, name, listed)
+
+
+async def _closed_while_receiving(conn: Connector, node: Node, size: int, error: NodeError) -> NodeError:
+    """The node closed the connection while the library was still being sent. Its code had not run yet (a server
+    runs nothing before the whole command has arrived), so if the same server process still answers, this is no
+    crash: a server drops a client whose argument exceeds ``proto-max-bulk-len`` (for a payload well over the limit
+    the reset arrives before its "invalid bulk length" reply, measured on every server of the matrix). Otherwise the
+    connection failure stands, and the canary rule treats it as a possible crash."""
+    try:
+        info = await conn.call(node.endpoint, "INFO", "server")
+    except Exception:
+        return error
+    run_id = text(info.get("run_id")) if isinstance(info, dict) else ""
+    if node.run_id and run_id != node.run_id:
+        return error  # another process answers now: the server restarted
+    return NodeError(
+        ErrorKind.PAYLOAD_TOO_LARGE,
+        f"{node.address} closed the connection while receiving the library ({size:,} bytes) and still answers: the "
+        "library is larger than the server accepts in one argument (proto-max-bulk-len)",
+    )
 
 
 async def _function_owner(conn: Connector, node: Node, function: str) -> str | None:
