@@ -30,7 +30,9 @@ def imported_names(path: Path) -> set[str]:
 def test_the_contracts_hold() -> None:
     lint_imports = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
     assert lint_imports, "import-linter is not installed: run make bootstrap"
-    out = subprocess.run([lint_imports, "--no-cache", "--no-logo"], capture_output=True, text=True, cwd=REPO, check=False)
+    out = subprocess.run(
+        [lint_imports, "--no-cache", "--no-logo"], capture_output=True, text=True, cwd=REPO, check=False
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "4 kept, 0 broken" in out.stdout
 
