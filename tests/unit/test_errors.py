@@ -190,3 +190,18 @@ def test_tls_failure_wrapped_in_connection_error() -> None:
 
 def test_long_messages_are_bounded() -> None:
     assert len(classify(rx.ResponseError("x" * 10_000)).message) <= 2000
+
+
+def test_an_exhausted_pool_is_a_timeout_not_a_lost_node() -> None:
+    """redis-py's BlockingConnectionPool raises ConnectionError("No connection available.") when every connection
+    stays busy for its timeout: nothing was sent, so the canary rule must not read it as a node lost during a load
+    (seen at 1000 objects under CPU starvation)."""
+    import redis.exceptions as rx
+
+    from redis_functions_operator.redis.errors import ErrorKind, classify
+
+    error = classify(rx.ConnectionError("No connection available."))
+    assert error.kind is ErrorKind.TIMEOUT and not error.permanent
+    assert classify(rx.ConnectionError("Error 111 connecting to 127.0.0.1:1. Connection refused.")).kind is (
+        ErrorKind.CONNECTION_FAILED
+    )

@@ -88,7 +88,9 @@ class TargetWatchers:
         previous: Fingerprint | None = None
         while True:
             try:
-                current, topology = await fingerprint(target, self._connector_for(target))
+                connector = self._connector_for(target)
+                await connector.give_back_idle()  # a burst's extra connections, once it is over
+                current, topology = await fingerprint(target, connector)
                 if topology is not None:
                     self._latest[target] = (topology, time.monotonic())
                 changes = current.changes_since(previous)

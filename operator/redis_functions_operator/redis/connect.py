@@ -27,10 +27,18 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.driver_info import DriverInfo
 
+from redis_functions_operator.redis.replies import read_info
+
 DEFAULT_TIMEOUT = 5.0
 #: Built once: redis-py otherwise looks its own version up with importlib.metadata for every connection.
 _DRIVER_INFO = DriverInfo()
-MAX_CONNECTIONS_PER_NODE = 8  # per target and node: enough for concurrent reconciles, gentle on maxclients
+#: Per target and node, during a burst (a thousand libraries reconciling at once): more commands wait for one (the
+#: pool blocks up to the target's timeout). Measured: a cap of 2 made the 1000-library benchmark's start and repairs
+#: 25-50 % slower, so bursts keep 8 and give the extra connections back afterwards (:meth:`Connector.give_back_idle`).
+MAX_CONNECTIONS_PER_NODE = 8
+#: Connections per target and node that stay open at rest: the watcher's poll and a load can run side by side.
+#: Connections are a billed or capped resource on managed Redis; a pool of redis-py never shrinks by itself.
+CONNECTIONS_AT_REST = 2
 
 
 class Mode(StrEnum):
@@ -122,6 +130,23 @@ class Target:
         return f"{self.mode.value} {seeds}" + (" (tls)" if self.tls else "")
 
 
+class _TrimmablePool(aioredis.BlockingConnectionPool):
+    """redis-py's blocking pool, able to close idle connections beyond a number (it never shrinks by itself). Reads
+    the pool's own lists under its own condition, as its get_connection and release do (redis-py is pinned;
+    tests/redis/test_connections.py fails if that changes)."""
+
+    async def trim(self, keep: int) -> int:
+        surplus = []
+        async with self._condition:
+            total = len(self._available_connections) + len(self._in_use_connections)
+            while self._available_connections and total > keep:
+                surplus.append(self._available_connections.pop(0))
+                total -= 1
+        for connection in surplus:
+            await connection.disconnect()
+        return len(surplus)
+
+
 class _NamedSSLConnection(SSLConnection):
     """redis-py's SSL connection with a configurable server name (SNI + certificate name check)."""
 
@@ -180,6 +205,8 @@ class Connector:
     def __init__(self, target: Target) -> None:
         self.target = target
         self._clients: dict[tuple[Endpoint, bool], aioredis.Redis] = {}
+        #: what ``mode: auto`` turned out to be (set and cleared by topology discovery), so polls skip asking again
+        self.resolved_mode: Mode | None = None
 
     def client(self, endpoint: Endpoint, *, authenticate: bool = True) -> aioredis.Redis:
         key = (endpoint, authenticate)
@@ -235,6 +262,17 @@ class Connector:
         if creds is not None and creds.password:
             scrub(exc, creds.password)
 
+    async def give_back_idle(self, keep: int = CONNECTIONS_AT_REST) -> int:
+        """Close idle connections beyond ``keep`` per node (the oldest first); returns how many were closed. The
+        target's watcher calls this before each poll, so a burst's extra connections are given back within one
+        poll interval of the burst's end, and never while a command uses them."""
+        closed = 0
+        for client in self._clients.values():
+            pool = client.connection_pool
+            if isinstance(pool, _TrimmablePool):
+                closed += await pool.trim(keep)
+        return closed
+
     async def aclose(self) -> None:
         clients, self._clients = list(self._clients.values()), {}
         for client in clients:
@@ -276,7 +314,7 @@ class Connector:
                 ssl_cert_reqs=ssl.CERT_NONE if tls.insecure_skip_verify else ssl.CERT_REQUIRED,
                 ssl_check_hostname=not tls.insecure_skip_verify,
             )
-        pool = aioredis.BlockingConnectionPool(
-            max_connections=MAX_CONNECTIONS_PER_NODE, timeout=target.timeout, **options
-        )
-        return aioredis.Redis(connection_pool=pool)
+        pool = _TrimmablePool(max_connections=MAX_CONNECTIONS_PER_NODE, timeout=target.timeout, **options)
+        client = aioredis.Redis(connection_pool=pool)
+        client.set_response_callback("INFO", read_info)
+        return client

@@ -149,6 +149,9 @@ REPLY_TABLE: tuple[tuple[re.Pattern[str], ErrorKind], ...] = tuple(
     )
 )
 
+#: What redis-py's blocking pool raises (a ConnectionError) when no connection frees up within its timeout.
+POOL_EXHAUSTED = "No connection available."
+
 _CONFLICT = re.compile(r"Function (\S+) already exists", re.IGNORECASE)
 _ERR_PREFIX = re.compile(r"^ERR ")
 
@@ -194,6 +197,10 @@ def classify(exc: BaseException) -> NodeError:
     if isinstance(exc, rx.ResponseError):
         return classify_reply(message)
     if isinstance(exc, (rx.ConnectionError, ConnectionError, OSError)):
+        if message == POOL_EXHAUSTED:
+            # Our own pool had no free connection for the whole timeout (every one busy with other libraries'
+            # commands): nothing reached the node, so it is a timeout here, never a node lost during a load.
+            return NodeError(ErrorKind.TIMEOUT, f"{message} (all connections to the node busy for the timeout)")
         if "Protocol error" in message:
             return NodeError(ErrorKind.NOT_REDIS, message)
         return NodeError(ErrorKind.CONNECTION_FAILED, message)

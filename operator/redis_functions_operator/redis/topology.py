@@ -16,7 +16,7 @@ caller reports it (a library is not "on every primary" while one is down).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
@@ -42,6 +42,7 @@ class Node:
     primary: Endpoint | None = None  # for a replica: the primary it follows
     run_id: str | None = field(default=None, compare=False)  # INFO server run_id, when the node answered it
     server: Server = field(default=Server(), compare=False)  # engine, version, Lua engine: from the same INFO
+    cluster_enabled: bool | None = field(default=None, compare=False)  # from the same INFO (None: not read)
 
     @property
     def address(self) -> str:
@@ -60,6 +61,8 @@ class Topology:
     primaries: tuple[Node, ...]
     replicas: tuple[Node, ...] = ()
     unreachable: tuple[tuple[Node, NodeError], ...] = field(default=())
+    #: per confirmed primary, the replies to the caller's ``extra`` commands, sent in its ROLE round trip
+    probes: Mapping[Endpoint, tuple[Any, ...]] = field(default_factory=dict, compare=False)
 
 
 class TopologyError(Exception):
@@ -70,14 +73,28 @@ class TopologyError(Exception):
         self.error = error
 
 
-async def discover(target: Target, connector: Connector) -> Topology:
-    """Resolve the target's seeds into its current primaries and replicas."""
-    if target.mode is Mode.SENTINEL:
-        return await _discover_sentinel(target, connector)
-    if target.mode is Mode.CLUSTER:
-        return await _discover_cluster(target, connector)
-    if target.mode is Mode.STANDALONE:
-        return await _discover_standalone(target, connector)
+Extra = tuple[tuple[Any, ...], ...]
+
+
+async def discover(target: Target, connector: Connector, *, extra: Extra = ()) -> Topology:
+    """Resolve the target's seeds into its current primaries and replicas.
+
+    ``extra`` commands are sent to every confirmed primary in the round trip that confirms it (ROLE), and their
+    replies come back in :attr:`Topology.probes`: the watcher polls a target in one round trip per primary this way.
+    For ``mode: auto`` the mode found is remembered on the connector (``resolved_mode``), so a poll does not ask
+    ``INFO cluster`` again; a primary reporting ``cluster_enabled`` that disagrees, or a failed discovery, forgets
+    it."""
+    mode = target.mode if target.mode is not Mode.AUTO else connector.resolved_mode
+    if mode is not None:
+        try:
+            topo = await _discover_as(mode, target, connector, extra)
+        except Exception:
+            connector.resolved_mode = None
+            raise
+        if target.mode is Mode.AUTO and _mode_moved(topo):
+            connector.resolved_mode = None
+            return await discover(target, connector, extra=extra)
+        return topo
     seed_errors: list[tuple[Endpoint, NodeError]] = []
     for seed in target.endpoints:
         try:
@@ -85,16 +102,31 @@ async def discover(target: Target, connector: Connector) -> Topology:
         except Exception as exc:
             seed_errors.append((seed, classify(exc)))
             continue
-        if int(info.get("cluster_enabled", 0)) == 1:
-            return await _discover_cluster(target, connector)
-        return await _discover_standalone(target, connector)
+        mode = Mode.CLUSTER if int(info.get("cluster_enabled", 0)) == 1 else Mode.STANDALONE
+        topo = await _discover_as(mode, target, connector, extra)
+        connector.resolved_mode = mode
+        return topo
     raise TopologyError(_no_seed_answered(seed_errors))
+
+
+async def _discover_as(mode: Mode, target: Target, connector: Connector, extra: Extra) -> Topology:
+    if mode is Mode.SENTINEL:
+        return await _discover_sentinel(target, connector, extra)
+    if mode is Mode.CLUSTER:
+        return await _discover_cluster(target, connector, extra)
+    return await _discover_standalone(target, connector, extra)
+
+
+def _mode_moved(topo: Topology) -> bool:
+    """A remembered mode that a primary contradicts (its INFO says cluster_enabled is the other way)."""
+    wants_cluster = topo.mode is Mode.CLUSTER
+    return any(n.cluster_enabled is not None and n.cluster_enabled != wants_cluster for n in topo.primaries)
 
 
 # --- cluster -----------------------------------------------------------------------------------------------------
 
 
-async def _discover_cluster(target: Target, connector: Connector) -> Topology:
+async def _discover_cluster(target: Target, connector: Connector, extra: Extra = ()) -> Topology:
     seed_errors: list[tuple[Endpoint, NodeError]] = []
     for seed in target.endpoints:
         try:
@@ -102,7 +134,7 @@ async def _discover_cluster(target: Target, connector: Connector) -> Topology:
         except Exception as exc:
             seed_errors.append((seed, classify(exc)))
             continue
-        return await _confirm_roles(connector, Mode.CLUSTER, candidates, known)
+        return await _confirm_roles(connector, Mode.CLUSTER, candidates, known, extra)
     raise TopologyError(_no_seed_answered(seed_errors))
 
 
@@ -216,20 +248,22 @@ def _format_slots(bounds: Sequence[int]) -> str:
 # --- standalone / replication --------------------------------------------------------------------------------------
 
 
-async def _discover_standalone(target: Target, connector: Connector) -> Topology:
+async def _discover_standalone(target: Target, connector: Connector, extra: Extra = ()) -> Topology:
     """Each seed's primary; a replica seed is followed to its primary."""
     primaries: dict[Endpoint, Node] = {}
     replicas: dict[Endpoint, Node] = {}
     unreachable: list[tuple[Node, NodeError]] = []
+    probes: dict[Endpoint, tuple[Any, ...]] = {}
 
     async def resolve(seed: Endpoint) -> None:
         try:
-            role, run_id, server, _ = await _role(connector, seed)
+            role, found, _, replies = await _role(connector, seed, extra=extra)
         except Exception as exc:
             unreachable.append((Node(seed, Role.PRIMARY), classify(exc)))
             return
         if role[0] == "master":
-            primaries[seed] = Node(seed, Role.PRIMARY, run_id=run_id, server=server)
+            primaries[seed] = Node(seed, Role.PRIMARY, **found)
+            probes[seed] = replies
             for replica in role[2]:
                 ep = Endpoint(replica[0], int(replica[1]))
                 replicas[ep] = Node(ep, Role.REPLICA, primary=seed)
@@ -238,7 +272,7 @@ async def _discover_standalone(target: Target, connector: Connector) -> Topology
             primary = Endpoint(role[1], int(role[2]))
             replicas[seed] = Node(seed, Role.REPLICA, primary=primary)
             try:
-                primary_role, primary_run_id, primary_server, _ = await _role(connector, primary)
+                primary_role, primary_found, _, primary_replies = await _role(connector, primary, extra=extra)
             except Exception as exc:
                 unreachable.append((Node(primary, Role.PRIMARY), classify(exc)))
                 return
@@ -247,7 +281,8 @@ async def _discover_standalone(target: Target, connector: Connector) -> Topology
                     (Node(primary, Role.PRIMARY), NodeError(ErrorKind.TOPOLOGY, f"{primary} is not a primary"))
                 )
                 return
-            primaries[primary] = Node(primary, Role.PRIMARY, run_id=primary_run_id, server=primary_server)
+            primaries[primary] = Node(primary, Role.PRIMARY, **primary_found)
+            probes[primary] = primary_replies
             for replica in primary_role[2]:
                 ep = Endpoint(replica[0], int(replica[1]))
                 replicas.setdefault(ep, Node(ep, Role.REPLICA, primary=primary))
@@ -258,13 +293,13 @@ async def _discover_standalone(target: Target, connector: Connector) -> Topology
     unreachable = [(n, e) for n, e in unreachable if n.endpoint not in primaries]
     if not primaries and not unreachable:
         raise TopologyError(NodeError(ErrorKind.TOPOLOGY, "no primary found"))
-    return _topology(Mode.STANDALONE, list(primaries.values()), list(replicas.values()), unreachable)
+    return _topology(Mode.STANDALONE, list(primaries.values()), list(replicas.values()), unreachable, probes)
 
 
 # --- sentinel ------------------------------------------------------------------------------------------------------
 
 
-async def _discover_sentinel(target: Target, connector: Connector) -> Topology:
+async def _discover_sentinel(target: Target, connector: Connector, extra: Extra = ()) -> Topology:
     """Ask each sentinel for the master's address; the first answer wins, then ROLE confirms it.
 
     Sentinels are contacted without the data nodes' credentials (sentinels usually have none, or their own)."""
@@ -285,7 +320,7 @@ async def _discover_sentinel(target: Target, connector: Connector) -> Topology:
             continue
         master = Endpoint(text(reply[0]), int(reply[1]))
         candidates = [Node(master, Role.PRIMARY)]
-        return await _confirm_roles(connector, Mode.SENTINEL, candidates)
+        return await _confirm_roles(connector, Mode.SENTINEL, candidates, extra=extra)
     raise TopologyError(_no_seed_answered(seed_errors))
 
 
@@ -293,7 +328,7 @@ async def _discover_sentinel(target: Target, connector: Connector) -> Topology:
 
 
 async def _confirm_roles(
-    connector: Connector, mode: Mode, candidates: list[Node], known: set[str] | None = None
+    connector: Connector, mode: Mode, candidates: list[Node], known: set[str] | None = None, extra: Extra = ()
 ) -> Topology:
     """ROLE on every candidate primary, concurrently: the cluster's view can lag a failover by a moment.
 
@@ -307,9 +342,11 @@ async def _confirm_roles(
     replicas = [n for n in candidates if n.role is Role.REPLICA]
     with_views = known is not None
 
+    probes: dict[Endpoint, tuple[Any, ...]] = {}
+
     async def confirm(node: Node) -> tuple[Node, NodeError | None, str | None]:
         try:
-            role, run_id, server, view = await _role(connector, node.endpoint, with_views)
+            role, found, view, replies = await _role(connector, node.endpoint, with_views, extra)
         except Exception as exc:
             return node, classify(exc), None
         if role[0] != "master":
@@ -318,7 +355,8 @@ async def _confirm_roles(
                 NodeError(ErrorKind.READ_ONLY, f"{node.address} is listed as a primary but ROLE says {role[0]}"),
                 None,
             )
-        return replace(node, run_id=run_id, server=server), None, view
+        probes[node.endpoint] = replies
+        return replace(node, **found), None, view
 
     results: list[tuple[Node, NodeError | None, str | None]] = []
     seen = {n.endpoint for n in claimed} | {n.endpoint for n in replicas}
@@ -346,42 +384,55 @@ async def _confirm_roles(
                     seen.add(other.endpoint)
     primaries = [n for n, err, _ in results if err is None]
     unreachable = [(n, err) for n, err, _ in results if err is not None]
-    return _topology(mode, primaries, replicas, unreachable)
+    return _topology(mode, primaries, replicas, unreachable, probes)
 
 
 def _topology(
-    mode: Mode, primaries: list[Node], replicas: list[Node], unreachable: list[tuple[Node, NodeError]]
+    mode: Mode,
+    primaries: list[Node],
+    replicas: list[Node],
+    unreachable: list[tuple[Node, NodeError]],
+    probes: Mapping[Endpoint, tuple[Any, ...]] | None = None,
 ) -> Topology:
     return Topology(
         mode=mode,
         primaries=tuple(sorted(primaries, key=lambda n: n.endpoint)),
         replicas=tuple(sorted(replicas, key=lambda n: n.endpoint)),
         unreachable=tuple(sorted(unreachable, key=lambda item: item[0].endpoint)),
+        probes=dict(probes or {}),
     )
 
 
 async def _role(
-    connector: Connector, endpoint: Endpoint, with_view: bool = False
-) -> tuple[list[Any], str | None, Server, str | None]:
+    connector: Connector, endpoint: Endpoint, with_view: bool = False, extra: Extra = ()
+) -> tuple[list[Any], dict[str, Any], str | None, tuple[Any, ...]]:
     """ROLE, decoded (``['master', offset, [[host, port, offset], ...]]`` or ``['slave', host, port, ...]``), and
-    from INFO in the same round trip the node's run_id and what server it is (``None`` and an unknown server when
-    INFO is not allowed: the ACL of a CLI user may lack it; ownership between objects and the per-server vet need
-    it, and the vet then refuses what depends on the server). ``with_view`` adds the node's CLUSTER NODES text."""
-    commands: list[tuple[Any, ...]] = [("ROLE",), ("INFO", "server", "scriptingengines")]
+    from INFO in the same round trip what the node is (``found``: its run_id, its server — engine, version, Lua
+    engine — and whether cluster mode is on; an unknown server when INFO is not allowed: the ACL of a CLI user may
+    lack it; ownership between objects and the per-server vet need it, and the vet then refuses what depends on the
+    server). ``with_view`` adds the node's CLUSTER NODES text; ``extra`` commands' replies come last."""
+    commands: list[tuple[Any, ...]] = [("ROLE",), ("INFO", "server", "cluster", "scriptingengines")]
     if with_view:
         commands.append(("CLUSTER", "NODES"))
+    commands.extend(extra)
     reply, info, *rest = await connector.call_many(endpoint, *commands)
     if isinstance(reply, BaseException):
         raise reply
-    run_id = text(info.get("run_id")) or None if isinstance(info, dict) else None
-    server = server_from_info(info) if isinstance(info, dict) else Server()
-    view = text(rest[0]) if rest and not isinstance(rest[0], BaseException) else None
+    view_reply = rest[0] if with_view else None
+    replies = tuple(rest[1:] if with_view else rest)
+    view = text(view_reply) if with_view and not isinstance(view_reply, BaseException) else None
+    found: dict[str, Any] = {"run_id": None, "server": Server(), "cluster_enabled": None}
+    if isinstance(info, dict):
+        found["run_id"] = text(info.get("run_id")) or None
+        found["server"] = server_from_info(info)
+        if "cluster_enabled" in info:
+            found["cluster_enabled"] = int(info["cluster_enabled"]) == 1
     kind = text(reply[0])
     if kind == "master":
-        return [kind, reply[1], [[text(r[0]), int(r[1])] for r in reply[2]]], run_id, server, view
+        return [kind, reply[1], [[text(r[0]), int(r[1])] for r in reply[2]]], found, view, replies
     if kind == "slave":
-        return [kind, text(reply[1]), int(reply[2])], run_id, server, view
-    return [kind], run_id, server, view
+        return [kind, text(reply[1]), int(reply[2])], found, view, replies
+    return [kind], found, view, replies
 
 
 def server_from_info(info: dict[str, Any]) -> Server:

@@ -18,9 +18,10 @@ another library removed                       the counts going down (so a functi
                                               Ready library wrong, and the operator's own loads would wake all)
 ============================================  =====================================================================
 
-One poll = topology discovery (CLUSTER SHARDS, then ROLE + INFO server + CLUSTER NODES per primary in one round
-trip, or the standalone/sentinel equivalent) plus ``INFO commandstats`` and ``FUNCTION STATS`` per primary in one
-round trip: about 17 commands in 7 round trips for a 3-primary cluster, whatever the number of libraries.
+One poll = topology discovery with the probe riding along: ROLE, INFO (server, cluster, scripting engines),
+``INFO commandstats`` and ``FUNCTION STATS`` in one round trip per primary (a cluster adds CLUSTER SHARDS on the
+seed first, and each primary's CLUSTER NODES in its round trip). A standalone target costs one round trip per poll,
+a 3-primary cluster four, whatever the number of libraries (``mode: auto`` is resolved once and remembered).
 """
 
 from __future__ import annotations
@@ -93,16 +94,20 @@ class Fingerprint:
         return reasons
 
 
+#: What a poll asks each primary, in the round trip that confirms it is one.
+PROBE = (("INFO", "commandstats"), ("FUNCTION", "STATS"))
+
+
 async def fingerprint(target: Target, connector: Connector) -> tuple[Fingerprint, Topology | None]:
     """Probe the target once. Never raises: failures are part of the fingerprint."""
     try:
-        topo = await discover(target, connector)
+        topo = await discover(target, connector, extra=PROBE)
     except TopologyError as exc:
         return Fingerprint({}, {}, error=exc.error.kind.value), None
     except Exception as exc:
         return Fingerprint({}, {}, error=classify(exc).kind.value), None
     unreachable = {n.address: e.kind.value for n, e in topo.unreachable}
-    results = await asyncio.gather(*(_probe_node(connector, n.endpoint) for n in topo.primaries))
+    results = await asyncio.gather(*(_probe_of(topo, connector, n.endpoint) for n in topo.primaries))
     primaries: dict[str, NodePrint] = {}
     for node, outcome in zip(topo.primaries, results, strict=True):
         if isinstance(outcome, NodeError):
@@ -113,15 +118,25 @@ async def fingerprint(target: Target, connector: Connector) -> tuple[Fingerprint
     return Fingerprint(primaries, unreachable), topo
 
 
-async def _probe_node(connector: Connector, endpoint: Endpoint) -> tuple[int, int, tuple[int, int, int]] | NodeError:
+_Probe = tuple[int, int, tuple[int, int, int]]
+
+
+async def _probe_of(topo: Topology, connector: Connector, endpoint: Endpoint) -> _Probe | NodeError:
+    """The probe's replies from discovery's round trip (asked again only if discovery did not carry them)."""
+    replies = topo.probes.get(endpoint)
+    if replies is None or len(replies) != len(PROBE):
+        try:
+            replies = tuple(await connector.call_many(endpoint, *PROBE))
+        except Exception as exc:
+            return classify(exc)
+    return _read_probe(*replies)
+
+
+def _read_probe(info: object, stats_reply: object) -> _Probe | NodeError:
     """Function counts and the FUNCTION FLUSH/DELETE/RESTORE counters (the run_id came with discovery's ROLE)."""
-    try:
-        info, stats_reply = await connector.call_many(endpoint, ("INFO", "commandstats"), ("FUNCTION", "STATS"))
-        for reply in (info, stats_reply):
-            if isinstance(reply, BaseException):
-                raise reply
-    except Exception as exc:
-        return classify(exc)
+    for reply in (info, stats_reply):
+        if isinstance(reply, BaseException):
+            return classify(reply)
     engines = pairs(pairs(stats_reply).get("engines"))
     lua = pairs(engines.get("LUA") or next(iter(engines.values()), None))
     info = info if isinstance(info, dict) else {}
