@@ -166,6 +166,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="when a target change wakes at least this many libraries of one target, they share one "
         "FUNCTION LIST WITHCODE per primary instead of each reading every primary (default 16; 0: never)",
     )
+    run.add_argument(
+        "--label-selector",
+        default="",
+        metavar="SELECTOR",
+        help="reconcile only the RedisFunctionLibrary objects matching this Kubernetes label selector, to run "
+        "several operators as shards (as Flux: 'sharding.fluxcd.io/key=shard1' for a shard, "
+        "'!sharding.fluxcd.io/key' for the main one); the others are read to decide ownership, never written",
+    )
     run.add_argument("--log-format", choices=["human", "json"], default="human")
     run.add_argument("--verbose", "-v", action="store_true")
     run.add_argument(

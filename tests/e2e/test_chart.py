@@ -416,16 +416,39 @@ def test_render_image_and_pod_settings(helm: Helm) -> None:
         helm.template(values={"serviceAccount": {"create": False}})
 
 
+SHARD_KEY = "sharding.fluxcd.io/key"
+SHARDS = {"rfo": f"!{SHARD_KEY}", "rfo-shard1": f"{SHARD_KEY}=shard1", "rfo-shard2": f"{SHARD_KEY} in (shard2)"}
+
+
+def test_render_one_release_per_shard_without_a_name_in_common(helm: Helm) -> None:
+    """Sharding is one ``helm install`` per shard in one namespace: each release passes its selector to the operator,
+    and no two releases render an object of the same kind and name (the CRD comes from crds/, installed once)."""
+    seen: dict[tuple[str, str | None, str], str] = {}
+    for release, selector in SHARDS.items():
+        objects = helm.template(release, "rfo-system", {"labelSelector": selector})
+        assert f"--label-selector={selector}" in container(objects)["args"]
+        pod_labels = deployment(objects)["spec"]["template"]["metadata"]["labels"]
+        assert pod_labels["app.kubernetes.io/instance"] == release
+        (service,) = find(objects, "Service")
+        assert service["spec"]["selector"]["app.kubernetes.io/instance"] == release  # its own pod's metrics
+        for obj in objects:
+            key = (obj["kind"], obj["metadata"].get("namespace"), obj["metadata"]["name"])
+            assert key not in seen, f"{key} rendered by both {seen.get(key)} and {release}"
+            seen[key] = release
+    assert not any(arg.startswith("--label-selector") for arg in container(helm.template())["args"])
+
+
 @pytest.mark.parametrize(
     "values",
     [
+        {"labelSelector": ["tier=web"]},  # one selector string, as Kubernetes writes it
         {"watchNamespace": ["apps"]},  # a typo is refused, not ignored
         {"watchNamespaces": ["team-*"]},  # RBAC cannot follow a glob: names only
         {"operator": {"logFormat": "xml"}},
         {"image": {"digest": "latest"}},
         {"metrics": {"serviceMonitor": {"enable": True}}},
     ],
-    ids=["typo", "glob", "log-format", "digest", "nested-typo"],
+    ids=["selector-list", "typo", "glob", "log-format", "digest", "nested-typo"],
 )
 def test_values_schema_refuses_mistakes(helm: Helm, values: Obj) -> None:
     with pytest.raises(HelmError, match="values don't meet the specifications of the schema"):
@@ -557,6 +580,31 @@ def test_install_with_every_optional_object_is_valid_server_side(helm: Helm, con
         helm.run("uninstall", release, "--namespace", system, check=False)
         control_plane.kubectl("delete", "crd", "servicemonitors.monitoring.coreos.com", "--wait=false", check=False)
         for namespace in (system, apps, payments):
+            control_plane.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def test_one_release_per_shard_installs_side_by_side_in_one_namespace(helm: Helm, control_plane: ControlPlane) -> None:
+    """Three releases of the chart in one namespace, one per shard: every install succeeds (the second and third find
+    the CRD there and leave it), each release owns its own objects, and the notes say what each one reconciles."""
+    system, apps = new_namespace(control_plane, "shards"), new_namespace(control_plane, "apps")
+    suffix = secrets.token_hex(3)
+    releases = {f"{release}-{suffix}": selector for release, selector in SHARDS.items()}
+    try:
+        for release, selector in releases.items():
+            out = helm.install(release, system, {"watchNamespaces": [apps], "labelSelector": selector})
+            assert "STATUS: deployed" in out.stdout
+            assert f"It reconciles only those matching the label selector {selector} (one shard)" in out.stdout
+        for release in releases:
+            live = json.loads(
+                control_plane.kubectl("get", "deployment", fullname(release), "-n", system, "-o", "json").stdout
+            )
+            (operator,) = live["spec"]["template"]["spec"]["containers"]
+            assert f"--label-selector={releases[release]}" in operator["args"]
+            assert can_i(control_plane, f"system:serviceaccount:{system}:{fullname(release)}", "list", RFL, apps)
+    finally:
+        for release in releases:
+            helm.run("uninstall", release, "--namespace", system, check=False)
+        for namespace in (system, apps):
             control_plane.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 

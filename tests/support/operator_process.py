@@ -46,11 +46,21 @@ class OperatorProcess:
         return f"http://127.0.0.1:{self.health_port}/healthz"
 
     def start(self, timeout: float = 30.0) -> OperatorProcess:
+        return self.launch().wait_healthy(timeout)
+
+    def launch(self) -> OperatorProcess:
+        """Start the process without waiting for it (several operators then start side by side: see
+        :meth:`wait_healthy`)."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         command = [*self.executable, "run", *self.args, "--liveness", f"127.0.0.1:{self.health_port}"]
         self.process = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
         log.close()
+        return self
+
+    def wait_healthy(self, timeout: float = 30.0) -> OperatorProcess:
+        """Until ``/healthz`` answers; stops the process and raises if it exits or does not answer in time."""
+        assert self.process is not None, "launch() first"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

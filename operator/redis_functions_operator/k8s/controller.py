@@ -101,6 +101,31 @@ class Tracked:
     lost_nodes: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class PublishedClaim:
+    """What an object of another shard wants, as far as this instance can tell without acting on it: read from the
+    unfiltered watch, never written."""
+
+    created: str
+    target: tuple[tuple[str, ...], str, str | None] | None  # as written (None: a spec that does not parse)
+    library: str | None  # from the spec, else the name its own instance published in status.libraryName
+    identities: tuple[str, ...]  # cluster node ids of the primaries in its status.nodes
+
+
+def published_claim(body: Mapping[str, Any]) -> PublishedClaim:
+    status: Mapping[str, Any] = body.get("status") or {}
+    try:
+        spec: LibrarySpec | None = parse_spec(body.get("spec") or {})
+    except SpecError:
+        spec = None
+    library = (library_name_from_spec(spec) if spec else None) or status.get("libraryName") or None
+    nodes = [n for n in status.get("nodes") or [] if isinstance(n, Mapping)]
+    identities = tuple(sorted(str(n["shard"]) for n in nodes if n.get("role") == "primary" and n.get("shard")))
+    return PublishedClaim(
+        _created(body), target_identity(spec) if spec else None, str(library) if library else None, identities
+    )
+
+
 @dataclass
 class _CachedConnector:
     connector: Connector
@@ -118,10 +143,13 @@ class Controller:
         self.settings = settings or ControllerSettings()
         self.queue: WorkQueue[Key] = WorkQueue()
         self._objects: dict[Key, Tracked] = {}
+        # Objects of other shards (--label-selector), from the unfiltered watch: their claims count, they are never
+        # reconciled, and nothing here writes to them.
+        self._elsewhere: dict[Key, PublishedClaim] = {}
         self._connectors: dict[Target, _CachedConnector] = {}
         self._clock = clock
         self._heartbeat = time.monotonic()
-        self.ownership = Ownership(self._created_of, self.queue.add)
+        self.ownership = Ownership(self._created_of, self._wake)
         self.watchers = TargetWatchers(self._on_target_change, self._connector, self.settings.poll_interval)
         # Listings live no longer than one poll interval: the watcher's next poll is what would notice a change.
         self.listings = Listings(max_age=self.settings.poll_interval)
@@ -157,10 +185,38 @@ class Controller:
         self.watchers.detach(key)
         if tracked is not None:
             self.ownership.release(key)
+        elsewhere = self._elsewhere.get(key)
+        if elsewhere is not None:  # it left this shard (relabelled), not the cluster: another instance has it now
+            self._claim_elsewhere(key, elsewhere)
+
+    def observe_elsewhere(self, body: Mapping[str, Any]) -> None:
+        """An object outside this instance's shard, as the unfiltered watch sees it: its claims, nothing else. Our
+        own filtered watch stays the authority on what is ours: until it says an object left (a relabel), the
+        published claim only waits here."""
+        key = _key(body)
+        claim = self._elsewhere[key] = published_claim(body)
+        if key not in self._objects:
+            self._claim_elsewhere(key, claim)
+
+    def forget_elsewhere(self, body: Mapping[str, Any]) -> None:
+        """Gone, or now in this instance's shard (then :meth:`observe` has it, or will)."""
+        key = _key(body)
+        if self._elsewhere.pop(key, None) is not None and key not in self._objects:
+            self.ownership.release(key)
+
+    def _claim_elsewhere(self, key: Key, claim: PublishedClaim) -> None:
+        self.ownership.claim_published(key, claim.target, claim.library, claim.identities)
+
+    def _wake(self, key: Key) -> None:
+        if key in self._objects:  # another shard's object is woken by its own instance
+            self.queue.add(key)
 
     def _created_of(self, key: Key) -> str | None:
         tracked = self._objects.get(key)
-        return None if tracked is None else _created(tracked.body)
+        if tracked is not None:
+            return _created(tracked.body)
+        elsewhere = self._elsewhere.get(key)
+        return None if elsewhere is None else elsewhere.created
 
     def _on_target_change(self, target: Target, reasons: list[str]) -> None:
         metrics.TARGET_CHANGES.inc()
@@ -579,6 +635,11 @@ def library_name_from_spec(spec: LibrarySpec) -> str | None:
         except LibraryError:
             return None
     return name or None
+
+
+def _key(body: Mapping[str, Any]) -> Key:
+    meta = body.get("metadata") or {}
+    return str(meta.get("namespace")), str(meta.get("name"))
 
 
 def _created(body: Mapping[str, Any]) -> str:

@@ -4,6 +4,11 @@
   operator resumes: every object is verified once, and nothing already right is reloaded);
 * ``on.event`` for Secrets and ConfigMaps wakes the libraries that read them (a Secret that appears later makes a
   Stalled object Ready without any edit to it);
+* with ``--label-selector`` (one shard of several), kopf's watch of RedisFunctionLibrary objects is filtered by the
+  API server, so kopf never sees, patches or finalizes another shard's objects (a client-side filter would not do:
+  kopf removes its finalizer from any object its handlers stop matching). Ownership still needs those objects, so
+  an unfiltered read-only watch (:class:`EveryLibraryWatch`) feeds :func:`library_elsewhere_event`, and the
+  controller starts reconciling only once it has listed them all;
 * ``on.delete`` — registered with a ``when`` filter, so kopf keeps its finalizer *only* on objects whose deletion
   must remove the library from Redis (``deletionPolicy: Delete``, managed, not paused). Patching
   ``deletionPolicy: Retain`` on an object stuck in deletion removes the finalizer and releases it.
@@ -19,12 +24,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
 
 from redis_functions_operator.k8s.controller import Controller, needs_cleanup
-from redis_functions_operator.k8s.kube import GROUP, PLURAL, VERSION, ObjectRef
+from redis_functions_operator.k8s.kube import GROUP, PLURAL, VERSION, EveryLibraryWatch, LabelSelector, ObjectRef
 from redis_functions_operator.reconcile.spec import RefKind
 from redis_functions_operator.redis.sync import SyncResult
 
@@ -77,11 +83,27 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.server_timeout = 300
     settings.execution.max_workers = 8
     controller: Controller = memo.controller
-    memo.controller_task = asyncio.create_task(controller.run(), name="controller")
+    selector: LabelSelector = memo.get("label_selector") or LabelSelector()
+    every_library: EveryLibraryWatch | None = memo.get("every_library")
+    if selector:
+        settings.watching.label_selectors[GROUP, PLURAL] = str(selector)
+    if every_library is not None:
+        every_library.start()
+    memo.controller_task = asyncio.create_task(_run_controller(controller, every_library), name="controller")
+
+
+async def _run_controller(controller: Controller, every_library: EveryLibraryWatch | None) -> None:
+    if every_library is not None:
+        # An elder of another shard must be known before any object of this one acts (it would load its code).
+        await every_library.wait_listed()
+    await controller.run()
 
 
 @kopf.on.cleanup(registry=registry)
 async def stop(memo: kopf.Memo, **_: Any) -> None:
+    every_library: EveryLibraryWatch | None = memo.get("every_library")
+    if every_library is not None:
+        every_library.stop()
     task: asyncio.Task[None] | None = memo.get("controller_task")
     if task is not None:
         task.cancel()
@@ -98,6 +120,18 @@ async def library_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -
         controller.forget(body)
     else:
         controller.observe(body)
+
+
+def library_elsewhere_event(
+    controller: Controller, selector: LabelSelector, type_: str, body: Mapping[str, Any]
+) -> None:
+    """An event of the unfiltered watch (on the event loop). The objects this shard's selector matches are kopf's
+    and the controller's; the others only lend their claims to ownership."""
+    labels = (body.get("metadata") or {}).get("labels")
+    if type_ == "DELETED" or selector.matches(labels):
+        controller.forget_elsewhere(body)
+    else:
+        controller.observe_elsewhere(body)
 
 
 @kopf.on.event("", "v1", "secrets", registry=registry)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import socket
@@ -18,18 +19,24 @@ from typing import Any, cast
 
 import kopf
 from aiohttp import web
+from kopf._cogs.structs.references import NamespaceName, match_namespace  # kopf's --namespace pattern rule, exactly
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from redis_functions_operator.k8s import handlers, metrics
 from redis_functions_operator.k8s.controller import Controller, ControllerSettings
-from redis_functions_operator.k8s.kube import Kube
+from redis_functions_operator.k8s.kube import EveryLibraryWatch, Kube, LabelSelector, SelectorError
 from redis_functions_operator.redis.connect import Endpoint
 
 log = logging.getLogger("redis_functions_operator")
 
 
 def run_operator(args: argparse.Namespace) -> int:
+    try:
+        selector = LabelSelector.parse(getattr(args, "label_selector", None) or "")
+    except SelectorError as exc:  # a usage error, said as the CLI says them (exit 2), before anything starts
+        print(f"error: --label-selector {args.label_selector!r}: {exc}", file=sys.stderr)
+        return 2
     configure_logging(args.log_format, args.verbose)
     try:
         load_kubernetes_config()
@@ -37,7 +44,7 @@ def run_operator(args: argparse.Namespace) -> int:
         log.error("no Kubernetes configuration: %s (set KUBECONFIG or run in a cluster)", exc)
         return 2
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(args))
+        asyncio.run(_serve(args, selector))
     return 0
 
 
@@ -49,18 +56,23 @@ def load_kubernetes_config() -> None:
         k8s_config.load_kube_config()  # type: ignore[no-untyped-call]
 
 
-async def _serve(args: argparse.Namespace) -> None:
+async def _serve(args: argparse.Namespace, selector: LabelSelector) -> None:
     metrics.install()
     settings = ControllerSettings(poll_interval=float(args.poll_interval), listing_burst=int(args.listing_burst))
     configuration = k8s.Configuration.get_default_copy()
     configuration.connection_pool_maxsize = 32  # as many connections as Kube's threads, and some for events
-    controller = Controller(Kube(k8s.ApiClient(configuration)), settings)
+    api = k8s.ApiClient(configuration)
+    controller = Controller(Kube(api), settings)
     namespaces = list(args.namespace or [])
     clusterwide = bool(args.all_namespaces or not namespaces)
     # kopf scans namespaces and CRDs only when a namespace pattern (a glob or an exclusion) needs it: a fixed list
     # or all namespaces need no cluster-wide read of namespaces or CRDs, which the chart's RBAC does not grant.
     scanning = not clusterwide and any(set(ns) & set("*?[!") for ns in namespaces)
     memo = kopf.Memo(controller=controller, deletion_timeout=float(args.deletion_timeout), scanning=scanning)
+    if selector:
+        log.info("reconciling the libraries matching %s; the others are read for ownership, never written", selector)
+        memo.label_selector = selector
+        memo.every_library = every_library_watch(api, controller, selector, namespaces, clusterwide)
     health = await start_health_server(args.liveness, controller)
     try:
         await kopf.operator(
@@ -74,6 +86,24 @@ async def _serve(args: argparse.Namespace) -> None:
     finally:
         if health is not None:
             await health.cleanup()
+
+
+def every_library_watch(
+    api: k8s.ApiClient, controller: Controller, selector: LabelSelector, namespaces: list[str], clusterwide: bool
+) -> EveryLibraryWatch:
+    """The read-only watch of every library in the namespaces kopf follows: one per exact name; one cluster-wide,
+    narrowed by kopf's own namespace matcher, for all namespaces or patterns (which need a cluster-wide list)."""
+    deliver = functools.partial(handlers.library_elsewhere_event, controller, selector)
+    patterns = [ns for ns in namespaces if set(ns) & set("*?[!,")]
+    if clusterwide:
+        return EveryLibraryWatch(api, None, deliver)
+    if not patterns:
+        return EveryLibraryWatch(api, namespaces, deliver)
+
+    def in_scope(namespace: str) -> bool:
+        return any(match_namespace(NamespaceName(namespace), pattern) for pattern in namespaces)
+
+    return EveryLibraryWatch(api, None, deliver, in_scope)
 
 
 async def start_health_server(address: str | None, controller: Controller) -> web.AppRunner | None:

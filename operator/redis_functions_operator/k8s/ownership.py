@@ -19,6 +19,13 @@ elder wanting the same library name has not been looked up yet (right after a re
 once, and the younger one must not load its code first). Whenever a unit gains or loses a holder, the other
 holders are woken so each one re-checks: that is how a younger object learns it lost the library, and how it takes
 over when the elder goes.
+
+**Across shards** (several instances, each reconciling the objects its ``--label-selector`` matches), an instance
+also holds the claims of every object outside its shard, read from an unfiltered watch and never written
+(:meth:`Ownership.claim_published`): the target as written, and the cluster node ids the other instance published in
+``status.nodes``. So two shards agree on the elder. What they cannot share is a discovery they did not publish: two
+spellings of one *standalone or Sentinel* server in two different shards are not recognised as one Redis (the
+server's ``run_id`` is not in the status); keep such objects in one shard, or spell the target the same way.
 """
 
 from __future__ import annotations
@@ -51,6 +58,21 @@ class Ownership:
         discovery failed: the lookup still counts as done)."""
         self._want(key, library)
         self._discovered.add(key)
+        self._replace(self._servers, key, frozenset(("server", (library, i)) for i in identities))
+
+    def claim_published(
+        self, key: Key, target: Hashable | None, library: str | None, identities: Iterable[str]
+    ) -> None:
+        """``key`` belongs to another instance (another shard): this one only reads it. What it wants as written, plus
+        the primaries its own instance published in its status. It counts as looked up, since nobody here will ever
+        discover its servers: waiting for that would wait forever."""
+        if library is None:
+            self.release(key)
+            return
+        self._want(key, library)
+        self._discovered.add(key)
+        written = frozenset({("spec", (target, library))}) if target is not None else frozenset()
+        self._replace(self._spec, key, written)
         self._replace(self._servers, key, frozenset(("server", (library, i)) for i in identities))
 
     def release(self, key: Key) -> None:
