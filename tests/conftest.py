@@ -5,6 +5,11 @@ Session-scoped, started lazily on first use and stopped at session end:
     tls_files
 Parametrized over both flavors (ids ``redis`` / ``valkey``), handing out the session servers:
     standalone, cluster, replicated, flavor
+Parametrized over the whole server matrix (``rs.MATRIX``: the two flavors above, then the releases ``make servers``
+builds, ids ``redis-7.2.6`` ...), for the tests chosen to run on every server (README, "Tests"):
+    matrix_standalone, matrix_cluster, matrix_replicated
+    (the flavors get the session servers above; each built release gets its own standalone server, 3x3 cluster and
+    replicated pair, each started on first use and stopped at session end, by ``matrix_servers``)
 Function-scoped factories whose products are stopped at the end of the test (use them for anything destructive:
 kill, restart, failover, add_primary, move_slots, CONFIG SET, FUNCTION FLUSH):
     server_factory(flavor, **kw), cluster_factory(flavor, **kw), replicated_factory(flavor, **kw),
@@ -12,7 +17,9 @@ kill, restart, failover, add_primary, move_slots, CONFIG SET, FUNCTION FLUSH):
 Names: ``unique_name`` (a fresh library name per test), ``clean_functions(target)`` (FUNCTION FLUSH now and at
 teardown). Tests on the shared servers must use unique library names and must not change topology or config.
 
-Every test under tests/redis/ and every test that uses one of the server fixtures gets the ``redis`` marker.
+Every test under tests/redis/ and every test that uses one of the server fixtures gets the ``redis`` marker. Every
+test that runs on a built release (a parameter naming one of ``rs.BUILT``, directly or inside a tuple) gets the
+``matrix`` and ``slow`` markers: it needs ``make servers``, which ``make test-quick`` does without.
 """
 
 from __future__ import annotations
@@ -36,6 +43,9 @@ SERVER_FIXTURES = frozenset(
         "standalone",
         "cluster",
         "replicated",
+        "matrix_standalone",
+        "matrix_cluster",
+        "matrix_replicated",
         "server_factory",
         "cluster_factory",
         "replicated_factory",
@@ -49,6 +59,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         in_redis_dir = Path(str(item.path)).resolve().is_relative_to(REDIS_TESTS_DIR)
         if in_redis_dir or SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.redis)
+        if _runs_on_a_built_release(item):
+            item.add_marker(pytest.mark.matrix)
+            item.add_marker(pytest.mark.slow)  # so `make test-quick` (-m "not e2e and not slow") needs no build
+
+
+def _runs_on_a_built_release(item: pytest.Item) -> bool:
+    """Whether one of the item's parameters names a built release, by itself or inside a tuple: marking by value
+    rather than by hand means no parametrization over ``rs.MATRIX`` or ``rs.BUILT`` can forget it."""
+    callspec = getattr(item, "callspec", None)
+    if callspec is None:
+        return False
+    for value in callspec.params.values():
+        values = value if isinstance(value, tuple) else (value,)
+        if any(isinstance(v, str) and v in rs.BUILT for v in values):
+            return True
+    return False
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -132,6 +158,52 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> rs.TlsFiles:
     return rs.make_tls_files(tmp_path_factory.mktemp("tls"))
 
 
+class BuiltServers:
+    """The session servers of the built releases: per release one standalone server, one 3x3 cluster and one
+    replicated pair, each started on first use (a cluster costs six processes and ~2 s to form, so what nobody asks
+    for costs nothing) and all stopped by their own handles at session end."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self._standalone: dict[str, rs.RedisServer] = {}
+        self._cluster: dict[str, rs.Cluster] = {}
+        self._replicated: dict[str, rs.Replicated] = {}
+
+    def standalone(self, release: str) -> rs.RedisServer:
+        if release not in self._standalone:
+            self._standalone[release] = rs.start_server(release, base_dir=self.base)
+        return self._standalone[release]
+
+    def cluster(self, release: str) -> rs.Cluster:
+        if release not in self._cluster:
+            self._cluster[release] = rs.start_cluster(release, base_dir=self.base)
+        return self._cluster[release]
+
+    def replicated(self, release: str) -> rs.Replicated:
+        if release not in self._replicated:
+            self._replicated[release] = rs.start_replicated(release, base_dir=self.base)
+        return self._replicated[release]
+
+    def stop(self) -> None:
+        rs.stop_all(
+            [
+                *self._standalone.values(),
+                *(node for cluster in self._cluster.values() for node in cluster.nodes),
+                *(server for pair in self._replicated.values() for server in pair.servers),
+            ]
+        )
+
+
+@pytest.fixture(scope="session")
+def matrix_servers(servers_dir: Path) -> Iterator[BuiltServers]:
+    """One pool for the session, so each release's shared servers form once whichever test file asks first."""
+    built = BuiltServers(servers_dir)
+    try:
+        yield built
+    finally:
+        built.stop()
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # parametrized conveniences (both flavors)
 
@@ -168,6 +240,42 @@ def cluster(request: pytest.FixtureRequest) -> rs.Cluster:
 @pytest.fixture(params=rs.FLAVORS)
 def replicated(request: pytest.FixtureRequest) -> rs.Replicated:
     pair: rs.Replicated = request.getfixturevalue(f"{request.param}_replicated")
+    _shared_broken(f"{request.param} replicated pair", pair.servers)
+    return pair
+
+
+@pytest.fixture(params=rs.MATRIX)
+def matrix_standalone(request: pytest.FixtureRequest) -> rs.RedisServer:
+    """``standalone`` on every server of the matrix (the flavors share ``redis_standalone`` / ``valkey_standalone``)."""
+    server: rs.RedisServer
+    if request.param in rs.FLAVORS:
+        server = request.getfixturevalue(f"{request.param}_standalone")
+    else:
+        server = request.getfixturevalue("matrix_servers").standalone(request.param)
+    _shared_broken(f"{request.param} standalone server", [server])
+    return server
+
+
+@pytest.fixture(params=rs.MATRIX)
+def matrix_cluster(request: pytest.FixtureRequest) -> rs.Cluster:
+    """``cluster`` on every server of the matrix (the flavors share ``redis_cluster`` / ``valkey_cluster``)."""
+    shared: rs.Cluster
+    if request.param in rs.FLAVORS:
+        shared = request.getfixturevalue(f"{request.param}_cluster")
+    else:
+        shared = request.getfixturevalue("matrix_servers").cluster(request.param)
+    _shared_broken(f"{request.param} cluster", shared.nodes)
+    return shared
+
+
+@pytest.fixture(params=rs.MATRIX)
+def matrix_replicated(request: pytest.FixtureRequest) -> rs.Replicated:
+    """``replicated`` on every server of the matrix (the flavors share ``redis_replicated`` / ``valkey_replicated``)."""
+    pair: rs.Replicated
+    if request.param in rs.FLAVORS:
+        pair = request.getfixturevalue(f"{request.param}_replicated")
+    else:
+        pair = request.getfixturevalue("matrix_servers").replicated(request.param)
     _shared_broken(f"{request.param} replicated pair", pair.servers)
     return pair
 

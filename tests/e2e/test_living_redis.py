@@ -1,5 +1,9 @@
 """Following a living Redis: the operator notices a deployment that moved under it and repairs it within seconds,
-whatever resyncInterval says (60 s here). Each case asserts a deadline (never a sleep) and prints the measured time."""
+whatever resyncInterval says (60 s here). Each case asserts a deadline (never a sleep) and prints the measured time.
+
+How a cluster moves (a flush, an empty restart, a failover, a new primary) is seen through what each server reports
+(CLUSTER SHARDS, ROLE, run_id, INFO commandstats, FUNCTION STATS), so those four run on every server of the matrix
+(``rs.MATRIX``, the releases ``make servers`` builds too); the rest are about Kubernetes and run on Redis 7.0."""
 
 from __future__ import annotations
 
@@ -44,7 +48,7 @@ def deploy(rfl: Libraries, cluster: rs.Cluster, name: str, lib: str, **spec: obj
     return code
 
 
-@pytest.mark.parametrize("flavor", rs.FLAVORS)
+@pytest.mark.parametrize("flavor", rs.MATRIX)
 def test_function_flush_on_one_primary_is_repaired_within_seconds(
     rfl: Libraries, cluster_factory: Callable[..., rs.Cluster], flavor: str, unique_name: str
 ) -> None:
@@ -59,25 +63,27 @@ def test_function_flush_on_one_primary_is_repaired_within_seconds(
     assert "ran FUNCTION FLUSH" in event["message"] or "libraries removed" in event["message"]
 
 
+@pytest.mark.parametrize("flavor", rs.MATRIX)
 def test_primary_restarted_empty_is_repaired_within_seconds(
-    rfl: Libraries, cluster_factory: Callable[..., rs.Cluster], unique_name: str
+    rfl: Libraries, cluster_factory: Callable[..., rs.Cluster], flavor: str, unique_name: str
 ) -> None:
-    cluster = cluster_factory("redis")
+    cluster = cluster_factory(flavor)
     code = deploy(rfl, cluster, "lib", unique_name)
     victim = cluster.primaries()[1]
     victim.kill()
     victim.restart()  # back before the failover timeout: an empty primary, and its replica follows it (facts §6.5)
     took = wait_until(lambda: holds(victim, unique_name, code), REPAIR_DEADLINE, "library back after a restart")
-    print(f"\nprimary {victim.address} restarted empty, repaired in {took:.2f}s")
+    print(f"\n[{flavor}] primary {victim.address} restarted empty, repaired in {took:.2f}s")
     assert "restarted" in rfl.wait_event("lib", "DriftRepaired")["message"]
     replica = cluster.replica_of(victim)
     wait_until(lambda: holds(replica, unique_name, code), REPAIR_DEADLINE, "its replica got it back too")
 
 
+@pytest.mark.parametrize("flavor", rs.MATRIX)
 def test_manual_failover_and_killed_primary_are_followed_by_status(
-    rfl: Libraries, cluster_factory: Callable[..., rs.Cluster], unique_name: str
+    rfl: Libraries, cluster_factory: Callable[..., rs.Cluster], flavor: str, unique_name: str
 ) -> None:
-    cluster = cluster_factory("redis")
+    cluster = cluster_factory(flavor)
     deploy(rfl, cluster, "lib", unique_name)
 
     def primaries_in_status() -> set[str]:
@@ -87,7 +93,7 @@ def test_manual_failover_and_killed_primary_are_followed_by_status(
     replica = cluster.replicas()[0]
     cluster.failover(replica)
     took = wait_until(lambda: replica.address in primaries_in_status(), REPAIR_DEADLINE, "promoted replica in status")
-    print(f"\nCLUSTER FAILOVER followed by status in {took:.2f}s")
+    print(f"\n[{flavor}] CLUSTER FAILOVER followed by status in {took:.2f}s")
     assert rfl.get("lib")["status"]["readyPrimaries"] == "3/3"
 
     victim = cluster.primaries()[0]
@@ -110,15 +116,20 @@ def test_manual_failover_and_killed_primary_are_followed_by_status(
     status = rfl.get("lib")["status"]
     assert victim.address not in primaries_in_status()
     assert status["readyPrimaries"] == "3/3"
-    print(f"primary killed: Ready again on the promoted replica {took:.2f}s after the kill")
+    print(f"[{flavor}] primary killed: Ready again on the promoted replica {took:.2f}s after the kill")
 
 
+@pytest.mark.parametrize("flavor", rs.MATRIX)
 def test_new_primary_gets_every_library_and_serves_after_reshard(
-    rfl: Libraries, operator: OperatorProcess, cluster_factory: Callable[..., rs.Cluster], unique_name: str
+    rfl: Libraries,
+    operator: OperatorProcess,
+    cluster_factory: Callable[..., rs.Cluster],
+    flavor: str,
+    unique_name: str,
 ) -> None:
     """Also the path of a thousand libraries: the session operator runs with ``--listing-burst 2``, so the three
     woken libraries share one FUNCTION LIST WITHCODE per primary (redis/listing.py) and still fill the newcomer."""
-    cluster = cluster_factory("redis")
+    cluster = cluster_factory(flavor)
     codes = {f"{unique_name}_{i}": deploy(rfl, cluster, f"lib{i}", f"{unique_name}_{i}") for i in range(3)}
     shared_before = shared_listing_syncs(operator)
     newcomer = cluster.add_primary()
@@ -127,7 +138,7 @@ def test_new_primary_gets_every_library_and_serves_after_reshard(
         REPAIR_DEADLINE,
         "every library on the new 0-slot primary",
     )
-    print(f"\nnew primary {newcomer.address} (0 slots) got 3 libraries in {took:.2f}s")
+    print(f"\n[{flavor}] new primary {newcomer.address} (0 slots) got 3 libraries in {took:.2f}s")
     assert shared_listing_syncs(operator) >= shared_before + 3
     rfl.wait_for("lib0", lambda o: o["status"]["readyPrimaries"] == "4/4", timeout=REPAIR_DEADLINE, what="4/4")
     cluster.move_slots(range(0, 50), newcomer)

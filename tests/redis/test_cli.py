@@ -1,4 +1,8 @@
-"""The command-line tool as a user runs it: a real process, real servers, exit codes and what it prints."""
+"""The command-line tool as a user runs it: a real process, real servers, exit codes and what it prints.
+
+A sync with status, drift and repair, dump and restore, and TLS run on every server of the matrix (``rs.MATRIX``,
+``rs.TLS_MATRIX``): they are what a user does first against a new server release. Exit codes and wording for errors
+the engine classifies run on one or two servers: the engine's own tests cover the errors on every release."""
 
 from __future__ import annotations
 
@@ -37,10 +41,11 @@ def write_library(tmp_path: Path, name: str, body: str = "return 'v1'", fn: str 
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("flavor", rs.MATRIX)
 def test_sync_status_flush_repair_on_a_cluster_with_a_zero_slot_primary(
-    cluster_factory: Callable[..., rs.Cluster], tmp_path: Path, unique_name: str
+    flavor: str, cluster_factory: Callable[..., rs.Cluster], tmp_path: Path, unique_name: str
 ) -> None:
-    cluster = cluster_factory("redis")
+    cluster = cluster_factory(flavor)
     newcomer = cluster.add_primary()
     seed = cluster.replicas()[0]
     lib = write_library(tmp_path, unique_name)
@@ -168,21 +173,61 @@ def test_delete_and_export_round_trip(redis_cluster: rs.Cluster, tmp_path: Path,
     assert cli("delete", "--redis", url, unique_name).returncode == 0  # "Library not found" counts as done
 
 
+@pytest.mark.parametrize(
+    ("source", "destination"),
+    [pytest.param(s, d, id=f"{s}-to-{d}") for s, d in [("redis", "valkey"), *((r, r) for r in rs.BUILT)]],
+)
 def test_dump_and_restore_to_every_primary(
-    redis_standalone: rs.RedisServer, cluster_factory: Callable[..., rs.Cluster], tmp_path: Path, unique_name: str
+    source: str,
+    destination: str,
+    server_factory: Callable[..., rs.RedisServer],
+    cluster_factory: Callable[..., rs.Cluster],
+    tmp_path: Path,
+    unique_name: str,
 ) -> None:
+    """From Redis 7.0 to Valkey 9 (a migration across engines), and within each built release (FUNCTION DUMP's
+    payload carries the release's RDB version, so each one writes and reads its own)."""
+    server = server_factory(source)
     lib = write_library(tmp_path, unique_name)
-    assert cli("sync", "--redis", redis_standalone.url, str(lib)).returncode == 0
+    assert cli("sync", "--redis", server.url, str(lib)).returncode == 0
     dump_file = tmp_path / "functions.rdb"
-    dumped = cli("dump", "--redis", redis_standalone.url, str(dump_file))
+    dumped = cli("dump", "--redis", server.url, str(dump_file))
     assert dumped.returncode == 0, dumped.stderr
-    cluster = cluster_factory("valkey")
+    cluster = cluster_factory(destination)
     restored = cli("restore", "--redis", cluster.nodes[0].url, str(dump_file), "--policy", "replace")
     assert restored.returncode == 0, restored.stdout
     assert {p.function_libraries().get(unique_name) for p in cluster.primaries()} == {lib.read_bytes()}
     again = cli("restore", "--redis", cluster.nodes[0].url, str(dump_file))  # append: the library already exists
     assert again.returncode == 3
     assert "already exists" in again.stdout
+
+
+@pytest.mark.parametrize("flavor", rs.TLS_MATRIX)
+def test_tls_verified_with_the_given_ca_and_a_wrong_ca_refused(
+    flavor: str,
+    cluster_factory: Callable[..., rs.Cluster],
+    tls_files: rs.TlsFiles,
+    tmp_path: Path,
+    unique_name: str,
+) -> None:
+    """``rediss://`` with ``--cacert`` on a TLS-only cluster (``tls-cluster yes``, ``port 0``): discovery must find
+    every primary by the TLS port CLUSTER SHARDS reports, and a server certificate from another CA is refused (exit
+    3, nothing loaded). Three primaries, no replicas: what differs over TLS is finding and reaching the primaries."""
+    cluster = cluster_factory(flavor, replicas_per_primary=0, tls=tls_files)
+    seed = cluster.nodes[0].url
+    assert seed.startswith("rediss://")
+    lib = write_library(tmp_path, unique_name)
+    refused = cli("sync", "--redis", seed, "--cacert", str(tls_files.other_ca_cert), str(lib))
+    assert refused.returncode == 3, refused.stdout + refused.stderr
+    assert "TLSHandshakeFailed" in refused.stdout
+    assert {p.function_libraries().get(unique_name) for p in cluster.primaries()} == {None}
+    synced = cli("sync", "--redis", seed, "--cacert", str(tls_files.ca_cert), str(lib))
+    assert synced.returncode == 0, synced.stdout + synced.stderr
+    assert "3/3 primaries verified" in synced.stdout
+    assert {p.function_libraries().get(unique_name) for p in cluster.primaries()} == {lib.read_bytes()}
+    client_cert = ("--cert", str(tls_files.client_cert), "--key", str(tls_files.client_key))
+    status = cli("status", "--redis", seed, "--cacert", str(tls_files.ca_cert), *client_cert, unique_name)
+    assert status.returncode == 0, status.stdout + status.stderr
 
 
 def test_sync_a_directory(redis_standalone: rs.RedisServer, tmp_path: Path, unique_name: str) -> None:

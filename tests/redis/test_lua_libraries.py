@@ -1,8 +1,15 @@
 """The five shipped libraries in lua/ (issue #5), called for real.
 
 Every function is called with FCALL (and FCALL_RO where it is allowed) on Redis 7.0 and Valkey 9, standalone and on a
-3-primary cluster through a cluster client, in RESP2 and RESP3: the ``target`` fixture runs each test 8 times. The
-module runs its own servers (see ``Deployments``) and loads the libraries with FUNCTION LOAD REPLACE on every
+3-primary cluster through a cluster client, in RESP2 and RESP3: the ``target`` fixture runs each test 8 times there.
+On each release ``make servers`` builds it runs each test twice more: standalone, in RESP2 and RESP3. Both protocols,
+because the server turns a Lua reply into RESP (a ``{double = x}`` becomes a bulk string in RESP2, a double in RESP3;
+a ``{map = t}`` a flat array or a map) and that code differs between releases; not the cluster client, because on a
+cluster the server runs the same function the same way and only the client's routing differs. What a cluster or a
+replica does differently on the server side (CROSSSLOT, MOVED, READONLY, FCALL_RO on every node, allow-oom, the
+flags FUNCTION LIST reports) runs on every server of the matrix: this module's ``flavor`` is ``rs.MATRIX``.
+
+The module runs its own servers (see ``Deployments``) and loads the libraries with FUNCTION LOAD REPLACE on every
 primary itself, not through the sync engine. Replies and errors are asserted exactly; maps are compared as dicts after checking their wire
 shape (a map in RESP3, a flat field/value array in RESP2).
 """
@@ -31,7 +38,7 @@ from tests.redis.lua_helpers import (
     error_codes,
     library_code,
 )
-from tests.support.redis_servers import FLAVORS, wait_until
+from tests.support.redis_servers import FLAVORS, MATRIX, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -43,12 +50,19 @@ def deployments(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment
         made.stop()
 
 
+@pytest.fixture(params=MATRIX)
+def flavor(request: pytest.FixtureRequest) -> str:
+    """Every server of the matrix (the conftest's ``flavor`` is the two flavors only)."""
+    return str(request.param)
+
+
 @pytest.fixture(
     params=[
         pytest.param((flavor, topology, protocol), id=f"{flavor}-{topology}-resp{protocol}")
-        for flavor in FLAVORS
+        for flavor in MATRIX
         for topology in ("standalone", "cluster")
         for protocol in (2, 3)
+        if flavor in FLAVORS or topology == "standalone"  # why: the module's docstring
     ]
 )
 def target(request: pytest.FixtureRequest, deployments: Deployments) -> Target:

