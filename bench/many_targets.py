@@ -28,33 +28,13 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "operator"))
 
 import yaml  # noqa: E402
+from scale import commands, libraries_on, ready_count, wait  # noqa: E402  (the 1000-library benchmark's helpers)
 
-from redis_functions_operator.redis.replies import pairs  # noqa: E402
 from tests.support import redis_servers as rs  # noqa: E402
 from tests.support.control_plane import ControlPlane  # noqa: E402
 from tests.support.operator_process import OperatorProcess, operator_env  # noqa: E402
 
 NAMESPACE = "fleet"
-
-
-def commands(values: dict[str, float]) -> float:
-    return sum(v for k, v in values.items() if k.startswith("redis_functions_operator_redis_commands_total{"))
-
-
-def ready_count(cp: ControlPlane) -> int:
-    out = cp.kubectl("get", "rfl", "-n", NAMESPACE, "-o", "json").stdout
-    count = 0
-    for obj in json.loads(out)["items"]:
-        generation = obj["metadata"]["generation"]
-        for c in (obj.get("status") or {}).get("conditions") or []:
-            if c["type"] == "Ready" and c["status"] == "True" and c.get("observedGeneration") == generation:
-                count += 1
-    return count
-
-
-def libraries_on(server: rs.RedisServer) -> int:
-    stats = pairs(server.admin.execute_command("FUNCTION", "STATS"))
-    return int(pairs(pairs(stats.get("engines")).get("LUA")).get("libraries_count") or 0)
 
 
 def operator_connections(server: rs.RedisServer) -> int:
@@ -69,15 +49,6 @@ def operator_connections(server: rs.RedisServer) -> int:
         if field.startswith("id=")
     ]
     return sum(1 for i in ids if i != own)
-
-
-def wait(predicate, timeout: float, what: str, step: float = 0.05) -> float:  # type: ignore[no-untyped-def]
-    started = time.perf_counter()
-    while not predicate():
-        if time.perf_counter() - started > timeout:
-            raise RuntimeError(f"timed out after {timeout}s: {what}")
-        time.sleep(step)
-    return time.perf_counter() - started
 
 
 def main() -> int:
@@ -121,7 +92,7 @@ def main() -> int:
                 cp.apply_yaml(yaml.safe_dump_all(docs[chunk : chunk + 250]), server_side=True)
             started = time.perf_counter()
             operator.start()
-            wait(lambda: ready_count(cp) == len(docs), 600, f"{len(docs)} objects Ready", step=0.5)
+            wait(lambda: ready_count(cp, NAMESPACE) == len(docs), 600, f"{len(docs)} objects Ready", step=0.5)
             results["start_to_all_ready_s"] = round(time.perf_counter() - started, 1)
             print(f"operator start -> {len(docs)} Ready: {results['start_to_all_ready_s']} s", flush=True)
 
@@ -135,7 +106,8 @@ def main() -> int:
             results["rss_mb"] = round(after["process_resident_memory_bytes"] / 2**20, 1)
             per_server = Counter(operator_connections(s) for s in servers)
             results["connections_per_server"] = {str(k): v for k, v in sorted(per_server.items())}
-            print(f"idle over {t1 - t0:.0f} s: {json.dumps({k: results[k] for k in ('idle_cpu_percent_of_core', 'idle_redis_commands_per_s', 'rss_mb', 'connections_per_server')})}", flush=True)  # fmt: skip
+            idle = ("idle_cpu_percent_of_core", "idle_redis_commands_per_s", "rss_mb", "connections_per_server")
+            print(f"idle over {t1 - t0:.0f} s: {json.dumps({k: results[k] for k in idle})}", flush=True)
 
             singles = []
             for victim in servers[: args.rounds]:

@@ -48,8 +48,9 @@ def libraries_on(server: rs.RedisServer) -> int:
     return int(pairs(pairs(stats.get("engines")).get("LUA")).get("libraries_count") or 0)
 
 
-def ready_count(cp: ControlPlane) -> int:
-    out = cp.kubectl("get", "rfl", "-n", NAMESPACE, "-o", "json").stdout
+def ready_count(cp: ControlPlane, namespace: str = NAMESPACE) -> int:
+    """Objects Ready for their current generation."""
+    out = cp.kubectl("get", "rfl", "-n", namespace, "-o", "json").stdout
     count = 0
     for obj in json.loads(out)["items"]:
         for c in (obj.get("status") or {}).get("conditions") or []:
@@ -62,12 +63,12 @@ def ready_count(cp: ControlPlane) -> int:
     return count
 
 
-def wait(predicate, timeout: float, what: str) -> float:  # type: ignore[no-untyped-def]
+def wait(predicate, timeout: float, what: str, step: float = 0.05) -> float:  # type: ignore[no-untyped-def]
     started = time.perf_counter()
     while not predicate():
         if time.perf_counter() - started > timeout:
             raise RuntimeError(f"timed out after {timeout}s: {what}")
-        time.sleep(0.05)
+        time.sleep(step)
     return time.perf_counter() - started
 
 

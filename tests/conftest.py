@@ -244,39 +244,37 @@ def replicated(request: pytest.FixtureRequest) -> rs.Replicated:
     return pair
 
 
+def _matrix_shared(request: pytest.FixtureRequest, kind: str) -> Any:
+    """The shared ``kind`` ("standalone", "cluster", "replicated") of the parametrized server: the flavors' session
+    fixtures (``redis_cluster``...), the built releases' from ``matrix_servers``; checked alive before use."""
+    release = request.param
+    if release in rs.FLAVORS:
+        shared = request.getfixturevalue(f"{release}_{kind}")
+    else:
+        shared = getattr(request.getfixturevalue("matrix_servers"), kind)(release)
+    servers = [shared] if kind == "standalone" else shared.nodes if kind == "cluster" else shared.servers
+    _shared_broken(f"{release} {'replicated pair' if kind == 'replicated' else kind}", servers)
+    return shared
+
+
 @pytest.fixture(params=rs.MATRIX)
 def matrix_standalone(request: pytest.FixtureRequest) -> rs.RedisServer:
     """``standalone`` on every server of the matrix (the flavors share ``redis_standalone`` / ``valkey_standalone``)."""
-    server: rs.RedisServer
-    if request.param in rs.FLAVORS:
-        server = request.getfixturevalue(f"{request.param}_standalone")
-    else:
-        server = request.getfixturevalue("matrix_servers").standalone(request.param)
-    _shared_broken(f"{request.param} standalone server", [server])
+    server: rs.RedisServer = _matrix_shared(request, "standalone")
     return server
 
 
 @pytest.fixture(params=rs.MATRIX)
 def matrix_cluster(request: pytest.FixtureRequest) -> rs.Cluster:
     """``cluster`` on every server of the matrix (the flavors share ``redis_cluster`` / ``valkey_cluster``)."""
-    shared: rs.Cluster
-    if request.param in rs.FLAVORS:
-        shared = request.getfixturevalue(f"{request.param}_cluster")
-    else:
-        shared = request.getfixturevalue("matrix_servers").cluster(request.param)
-    _shared_broken(f"{request.param} cluster", shared.nodes)
+    shared: rs.Cluster = _matrix_shared(request, "cluster")
     return shared
 
 
 @pytest.fixture(params=rs.MATRIX)
 def matrix_replicated(request: pytest.FixtureRequest) -> rs.Replicated:
     """``replicated`` on every server of the matrix (the flavors share ``redis_replicated`` / ``valkey_replicated``)."""
-    pair: rs.Replicated
-    if request.param in rs.FLAVORS:
-        pair = request.getfixturevalue(f"{request.param}_replicated")
-    else:
-        pair = request.getfixturevalue("matrix_servers").replicated(request.param)
-    _shared_broken(f"{request.param} replicated pair", pair.servers)
+    pair: rs.Replicated = _matrix_shared(request, "replicated")
     return pair
 
 

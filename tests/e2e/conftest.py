@@ -16,6 +16,7 @@ import pytest
 
 from tests.e2e.helpers import Libraries
 from tests.support.control_plane import ControlPlane, session_control_plane
+from tests.support.helm import Helm, HelmMissing
 from tests.support.operator_process import OperatorProcess, operator_env
 
 E2E_DIR = Path(__file__).resolve().parent
@@ -91,3 +92,14 @@ def operator(
 def rfl(control_plane: ControlPlane, namespace: str) -> Libraries:
     """Helpers to apply and inspect RedisFunctionLibrary objects in the test's namespace."""
     return Libraries(control_plane, namespace)
+
+
+@pytest.fixture(scope="module")
+def helm(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Helm:
+    """The pinned helm against this session's control plane (the chart and image tests install with it)."""
+    missing = ""
+    try:
+        return Helm(tmp_path_factory.mktemp("helm"), control_plane)
+    except HelmMissing as e:
+        missing = str(e)
+    pytest.fail(missing, pytrace=False)

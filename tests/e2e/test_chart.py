@@ -31,7 +31,7 @@ import yaml
 from tests.e2e.helpers import Libraries, library_code
 from tests.support import redis_servers as rs
 from tests.support.control_plane import REPO_ROOT, ControlPlane
-from tests.support.helm import CHART_DIR, Helm, HelmError, HelmMissing, find, service_account_kubeconfig
+from tests.support.helm import CHART_DIR, Helm, HelmError, find, service_account_kubeconfig
 from tests.support.operator_process import OperatorProcess, operator_env
 
 CRD_NAME = "redisfunctionlibraries.redisfunctions.dev"
@@ -58,16 +58,6 @@ def fullname(release: str) -> str:
 
 # ------------------------------------------------------------------------------------------------------------------
 # fixtures
-
-
-@pytest.fixture(scope="module")
-def helm(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Helm:
-    missing = ""
-    try:
-        return Helm(tmp_path_factory.mktemp("helm"), control_plane)
-    except HelmMissing as e:
-        missing = str(e)
-    pytest.fail(missing, pytrace=False)
 
 
 @dataclass

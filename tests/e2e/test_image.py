@@ -53,7 +53,7 @@ from tests.e2e.conftest import make_namespace
 from tests.e2e.helpers import Libraries
 from tests.support import redis_servers as rs
 from tests.support.control_plane import REPO_ROOT, ControlPlane, free_port
-from tests.support.helm import Helm, HelmMissing, find
+from tests.support.helm import Helm, find
 
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 DOCKERIGNORE = REPO_ROOT / ".dockerignore"
@@ -473,16 +473,6 @@ def proc_status(pid: int) -> dict[str, str]:
 
 # ------------------------------------------------------------------------------------------------------------------
 # the test
-
-
-@pytest.fixture(scope="module")
-def helm(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Helm:
-    missing = ""
-    try:
-        return Helm(tmp_path_factory.mktemp("helm"), control_plane)
-    except HelmMissing as e:
-        missing = str(e)
-    pytest.fail(missing, pytrace=False)
 
 
 @dataclass
