@@ -106,6 +106,8 @@ def unsupported(vetting: Vetting, server: Server) -> Unsupported | None:
             f"{server.label} has no Lua engine (INFO scriptingengines lists none), so FUNCTION LOAD is never sent "
             "to it: load the server's lua module, or point the target at servers that have one",
         )
+    if not any(o.loads for o in vetting.outcomes):
+        return None  # no server loads it: the canary reports the server's own error, and nothing is ever called
     return _load_fails(vetting, server) or _call_fails(vetting, server)
 
 
@@ -146,8 +148,8 @@ def profile_for(server: Server) -> ServerProfile | None:
 
 def _load_fails(vetting: Vetting, server: Server) -> Unsupported | None:
     loading = [o for o in vetting.outcomes if o.loads]
-    if not loading or len(loading) == len(vetting.outcomes):
-        return None  # fails everywhere (the canary reports the server's own error) or loads everywhere
+    if len(loading) == len(vetting.outcomes):
+        return None  # loads everywhere
     profile = profile_for(server)
     if profile is None:
         failing = next(o for o in vetting.outcomes if not o.loads)
