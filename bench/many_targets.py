@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "operator"))
 
 import yaml  # noqa: E402
-from scale import commands, libraries_on, ready_count, wait  # noqa: E402  (the 1000-library benchmark's helpers)
+from scale import idle_figures, libraries_on, ready_count, wait  # noqa: E402  (the 1000-library benchmark's helpers)
 
 from tests.support import redis_servers as rs  # noqa: E402
 from tests.support.control_plane import ControlPlane  # noqa: E402
@@ -96,18 +96,11 @@ def main() -> int:
             results["start_to_all_ready_s"] = round(time.perf_counter() - started, 1)
             print(f"operator start -> {len(docs)} Ready: {results['start_to_all_ready_s']} s", flush=True)
 
-            time.sleep(5)
-            before, t0 = operator.metrics(), time.perf_counter()
-            time.sleep(args.idle_window)
-            after, t1 = operator.metrics(), time.perf_counter()
-            cpu = after["process_cpu_seconds_total"] - before["process_cpu_seconds_total"]
-            results["idle_cpu_percent_of_core"] = round(100 * cpu / (t1 - t0), 2)
-            results["idle_redis_commands_per_s"] = round((commands(after) - commands(before)) / (t1 - t0), 1)
-            results["rss_mb"] = round(after["process_resident_memory_bytes"] / 2**20, 1)
+            results.update(idle_figures(operator, args.idle_window))
             per_server = Counter(operator_connections(s) for s in servers)
             results["connections_per_server"] = {str(k): v for k, v in sorted(per_server.items())}
             idle = ("idle_cpu_percent_of_core", "idle_redis_commands_per_s", "rss_mb", "connections_per_server")
-            print(f"idle over {t1 - t0:.0f} s: {json.dumps({k: results[k] for k in idle})}", flush=True)
+            print(f"idle over {args.idle_window:.0f} s: {json.dumps({k: results[k] for k in idle})}", flush=True)
 
             singles = []
             for victim in servers[: args.rounds]:

@@ -63,6 +63,21 @@ def ready_count(cp: ControlPlane, namespace: str = NAMESPACE) -> int:
     return count
 
 
+def idle_figures(operator: OperatorProcess, window: float) -> dict[str, float]:
+    """After 5 s of settling, the operator's CPU (% of one core, from its own counter), Redis commands per second
+    and RSS over ``window`` seconds."""
+    time.sleep(5)
+    before, t0 = operator.metrics(), time.perf_counter()
+    time.sleep(window)
+    after, t1 = operator.metrics(), time.perf_counter()
+    cpu = after["process_cpu_seconds_total"] - before["process_cpu_seconds_total"]
+    return {
+        "idle_cpu_percent_of_core": round(100 * cpu / (t1 - t0), 2),
+        "idle_redis_commands_per_s": round((commands(after) - commands(before)) / (t1 - t0), 1),
+        "rss_mb": round(after["process_resident_memory_bytes"] / 2**20, 1),
+    }
+
+
 def wait(predicate, timeout: float, what: str, step: float = 0.05) -> float:  # type: ignore[no-untyped-def]
     started = time.perf_counter()
     while not predicate():
@@ -124,16 +139,9 @@ def main() -> int:
             print(f"operator start -> {n} Ready: {results['start_to_all_ready_s']} s (last check {took:.1f} s)")
 
             if args.idle_window > 0:
-                time.sleep(5)
-                before, t0 = operator.metrics(), time.perf_counter()
-                time.sleep(args.idle_window)
-                after, t1 = operator.metrics(), time.perf_counter()
-                cpu = after["process_cpu_seconds_total"] - before["process_cpu_seconds_total"]
-                results["idle_cpu_percent_of_core"] = round(100 * cpu / (t1 - t0), 2)
-                results["idle_redis_commands_per_s"] = round((commands(after) - commands(before)) / (t1 - t0), 1)
-                results["rss_mb"] = round(after["process_resident_memory_bytes"] / 2**20, 1)
-                idle = {k: results[k] for k in ("idle_cpu_percent_of_core", "idle_redis_commands_per_s", "rss_mb")}
-                print(f"idle over {t1 - t0:.0f} s: {json.dumps(idle)}")
+                idle = idle_figures(operator, args.idle_window)
+                results.update(idle)
+                print(f"idle over {args.idle_window:.0f} s: {json.dumps(idle)}")
 
             flushes: list[float] = []
             joins: list[float] = []

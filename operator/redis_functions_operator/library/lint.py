@@ -61,7 +61,7 @@ from redis_functions_operator.library.model import (
     parse_shebang,
 )
 from redis_functions_operator.library.support import SERVERS, cautions, unsupported
-from redis_functions_operator.library.vet import IGNORE_COMMENT, LoadOutcome, Vetting, vet
+from redis_functions_operator.library.vet import LoadOutcome, Vetting, vet, waived_rules
 
 
 class Severity(StrEnum):
@@ -235,13 +235,7 @@ def _vet_body(code: bytes) -> Vetting | None:
 
 
 def _finish(findings: list[Finding], parsed: Parsed) -> list[Finding]:
-    ignored: dict[int, set[str]] = {}
-    for comment in parsed.comments:
-        m = IGNORE_COMMENT.search(comment.message)
-        if m:
-            rules = {r.strip() for r in m.group(1).split(",") if r.strip()}
-            for line in (comment.line, comment.line + 1):
-                ignored.setdefault(line, set()).update(rules)
+    ignored = waived_rules(parsed.comments)
     unique = {f: None for f in findings if f.rule not in ignored.get(f.line, ())}
     return sorted(unique, key=lambda f: (f.line, f.severity is not Severity.ERROR, f.rule, f.message))
 

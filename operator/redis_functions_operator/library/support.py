@@ -34,12 +34,12 @@ from dataclasses import dataclass
 from redis_functions_operator.library.vet import (
     ENGINE_REDIS,
     ENGINE_VALKEY,
-    IGNORE_COMMENT,
     PROFILES,
     VERSIONED_PROFILES,
     LoadOutcome,
     ServerProfile,
     Vetting,
+    waived_rules,
 )
 
 NO_LUA_ENGINE = "NoLuaEngine"
@@ -227,19 +227,12 @@ _COUNTED: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
 
 
 def _waived_lines(code: bytes) -> dict[int, set[str]]:
-    """Rules waived per line by ``-- lint-ignore:`` comments (the comment's line and the next)."""
+    """Rules waived per line by ``-- lint-ignore:`` comments."""
     if b"lint-ignore" not in code:
         return {}
     from redis_functions_operator.library._lua.tokens import tokenize
 
-    waived: dict[int, set[str]] = {}
-    for comment in tokenize(code).comments:
-        found = IGNORE_COMMENT.search(comment.message)
-        if found:
-            rules = {r.strip() for r in found.group(1).split(",") if r.strip()}
-            for line in (comment.line, comment.line + 1):
-                waived.setdefault(line, set()).update(rules)
-    return waived
+    return waived_rules(tokenize(code).comments)
 
 
 _VERSION = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")

@@ -35,10 +35,10 @@ import hashlib
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from redis_functions_operator.library._lua.bytecode import BytecodeError, global_reads
 from redis_functions_operator.library.model import Library, RegisteredFunction, as_bytes, parse_shebang
@@ -247,9 +247,28 @@ def _waived(code: bytes, crash: LoadOutcome) -> bool:
         return False
     from redis_functions_operator.library._lua.tokens import tokenize
 
-    near = (c.message for c in tokenize(code).comments if c.line in (crash.line, crash.line - 1))
-    waivers = (IGNORE_COMMENT.search(text) for text in near)
-    return any(w is not None and "top-level-log" in {r.strip() for r in w.group(1).split(",")} for w in waivers)
+    return "top-level-log" in waived_rules(tokenize(code).comments).get(crash.line, set())
+
+
+class _Comment(Protocol):
+    @property
+    def line(self) -> int: ...
+
+    @property
+    def message(self) -> str: ...
+
+
+def waived_rules(comments: Iterable[_Comment]) -> dict[int, set[str]]:
+    """The rules each line waives: a ``-- lint-ignore: rule, rule`` comment covers its own line and the next. One
+    reading for the vet's crash waiver, the per-server refusal and lint's findings."""
+    waived: dict[int, set[str]] = {}
+    for comment in comments:
+        found = IGNORE_COMMENT.search(comment.message)
+        if found:
+            rules = {r.strip() for r in found.group(1).split(",") if r.strip()}
+            for line in (comment.line, comment.line + 1):
+                waived.setdefault(line, set()).update(rules)
+    return waived
 
 
 #: ``-- lint-ignore: rule, rule``: the comment that silences lint findings (and waives a top-level log here).
@@ -262,7 +281,7 @@ IGNORE_COMMENT = re.compile(r"lint-ignore\s*:\s*([a-z0-9, -]+)")
 #: run (``library/support.py``). ``server``: Valkey only; ``os``: Redis 7.4+ and Valkey 8.0+; the other three are
 #: removed by Redis 8.2.2 and by patched builds.
 WATCHED_GLOBALS = frozenset({"server", "os", "getfenv", "setfenv", "newproxy"})
-_WATCHED_WORDS = re.compile(rb"\b(?:server|os|getfenv|setfenv|newproxy)\b")
+_WATCHED_WORDS = re.compile(rb"\b(?:" + "|".join(sorted(WATCHED_GLOBALS)).encode() + rb")\b")
 
 #: The global reads of code that compiled (line lists by name), ``None`` for code that did not, or why the byte code
 #: could not be read (a string: the vet fails closed).

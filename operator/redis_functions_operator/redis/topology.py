@@ -376,16 +376,17 @@ async def _confirm_roles(
         found = await asyncio.gather(*(confirm(n) for n in claimed))
         results += found
         claimed = []
-        for node, _, view in found:
-            for other in parse_cluster_nodes(view, node.endpoint) if view else []:
+        views = [(node, view) for node, _, view in found if view and not known_node_ids(view) <= ids]
+        for node, view in views:  # only the views that know a node the seed does not (rare): parsed in full
+            for other in parse_cluster_nodes(view, node.endpoint):
                 if other.shard in ids or other.endpoint in seen:
                     continue
                 if other.role is Role.PRIMARY:
                     claimed.append(other)
                     ids.add(str(other.shard))
                     seen.add(other.endpoint)
-        for node, _, view in found:  # the replicas of primaries found this way, for reporting
-            for other in parse_cluster_nodes(view, node.endpoint) if view else []:
+        for node, view in views:  # the replicas of primaries found this way, for reporting
+            for other in parse_cluster_nodes(view, node.endpoint):
                 if (
                     other.role is Role.REPLICA
                     and other.endpoint not in seen
