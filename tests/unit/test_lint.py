@@ -15,6 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from redis_functions_operator.library.lint import RULES, Finding, Severity, lint
+from redis_functions_operator.library.lint_rules import SHARED_PARTS, TABLE, Rule
+from redis_functions_operator.library.support import SERVERS
 from tests.support import redis_servers as rs
 
 REPO = Path(__file__).resolve().parents[2]
@@ -492,6 +494,104 @@ def test_corrected_libraries_have_no_findings() -> None:
     assert paths
     for path in paths:
         assert lint(path.read_bytes()) == [], path.name
+
+
+# ------------------------------------------------------------------------------------------------ the rule table
+
+#: Sources for the wordings in ``lint_rules.py`` that the examples above do not reach, each with its findings
+#: (line, rule, severity, start of the message).
+MORE_WORDINGS: list[tuple[str, str, list[tuple[int, str, Severity, str]]]] = [
+    (
+        "no-shebang",
+        "-- my library\n" + OK,
+        [(1, "shebang", Severity.ERROR, "Missing library metadata (the first line must be '#!lua name=<library>')")],
+    ),
+    (
+        "unbalanced-quotes",
+        "#!lua name='t\n" + OK,
+        [(1, "shebang", Severity.ERROR, "Invalid library metadata (unbalanced quotes in the shebang line)")],
+    ),
+    ("shebang-quotes", '#!lua name="t"\n' + OK, [(1, "shebang-quotes", Severity.WARNING, "quotes or backslashes in the")]),
+    ("syntax", HEAD + "local x = = 1\n", [(2, "syntax", Severity.ERROR, "FUNCTION LOAD fails: Error compiling")]),
+    (
+        "duplicate-and-unknown-flag",
+        HEAD + OK + OK + "redis.register_function{function_name='f', callback=function() end, flags={'fast'}}\n",
+        [(3, "duplicate-function", Severity.ERROR, "FUNCTION LOAD fails: Error registering functions: ERR Function "
+          "already exists in the library (Valkey 9.1.2: Error registering functions: ERR unknown flag given)")],
+    ),
+    (
+        # Redis 7.0 loads it and Valkey refuses it: a warning, under the rule of Valkey's error
+        "only-valkey-refuses",
+        HEAD + "if redis.REDIS_VERSION_NUM > 0x070100 then local x = nil + 1 end\n" + OK,
+        [
+            (2, "load-error", Severity.WARNING, "Valkey 9.1.2 replies 'Error registering functions: ERR user_function"),
+            (2, "version-dependent", Severity.WARNING, "the top level reads the server version, and the load depends"),
+        ],
+    ),
+    (
+        "run-time-global-function-and-redis-field",
+        HEAD + "redis.register_function('f', function()\n  function helper() return 1 end\n  redis.x = 1\n  return 1\nend)\n",
+        [
+            (3, "global-assignment", Severity.ERROR, "function helper() defines the global 'helper': the function"),
+            (4, "global-assignment", Severity.ERROR, "the redis table is read-only: the function fails when it runs"),
+        ],
+    ),
+    (
+        "reply-of-an-unnamed-function",
+        HEAD + "for i = 1, 1 do\n  redis.register_function('f' .. i, function()\n    return {a = 1}\n  end)\nend\n",
+        [(4, "string-key-table", Severity.WARNING, "this function returns a table with string keys (a): the client")],
+    ),
+    (
+        "write-in-an-unnamed-no-writes-function",
+        HEAD + "for i = 1, 1 do\n  redis.register_function{function_name='f' .. i, flags={'no-writes'},\n"
+        "    callback=function(keys) return redis.call('SET', keys[1], 'x') end}\nend\n",
+        [(4, "write-in-no-writes", Severity.ERROR, "SET in a function, which has the no-writes flag: it fails")],
+    ),
+    (
+        "write-through-an-unnamed-helper",
+        HEAD + "local h = function(k)\n  redis.call('DEL', k)\nend\nlocal function g(keys)\n  h(keys[1])\n  return 1\nend\n"
+        "redis.register_function{function_name='g', flags={'no-writes'}, callback=g}\n",
+        [(3, "write-in-no-writes", Severity.ERROR, "DEL in function 'g', which has the no-writes flag (through a helper())")],
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("source", "expected"), [m[1:] for m in MORE_WORDINGS], ids=[m[0] for m in MORE_WORDINGS])
+def test_more_wordings(source: str, expected: list[tuple[int, str, Severity, str]]) -> None:
+    findings = lint(source)
+    assert [(f.line, f.rule, f.severity) for f in findings] == [e[:3] for e in expected]
+    for finding, (*_, start) in zip(findings, expected, strict=True):
+        assert finding.message.startswith(start), finding.message
+
+
+def test_every_wording_in_the_rule_table_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every word lint says is in one table (``lint_rules.py``): each rule's message and each part, its own or
+    shared, is reached by an example in this file, so none is dead and none goes untested."""
+    used: set[tuple[str, str]] = set()
+    template = Rule.template
+
+    def recording(rule: Rule, name: str = "") -> str:
+        used.add((rule.id if not name or name in rule.parts else "shared", name))
+        return template(rule, name)
+
+    monkeypatch.setattr(Rule, "template", recording)
+    shebangs = next(mark.args[1] for mark in test_shebang.pytestmark if mark.name == "parametrize")  # type: ignore[attr-defined]
+    sources: list[str | bytes] = [source for source, _ in shebangs]
+    sources += [source for _, source, _ in MORE_WORDINGS] + [HEAD + body for _, body, _ in CASES]
+    sources += [
+        f"{HEAD}local CONFIG = 'config'\nredis.register_function('f', function(keys, args)\n  return {call}\nend)\n"
+        for _, call, _ in UNDECLARED
+    ]
+    sources += [
+        f"{HEAD}redis.register_function('f', function(keys, args)\n  local result = {{a = 1}}\n  return {expr}\nend)\n"
+        for _, expr, _, _ in REPLIES
+    ]
+    for source in sources:
+        lint(source, list(SERVERS))
+    wordings = {(rule.id, "") for rule in TABLE.values() if rule.message is not None}
+    wordings |= {(rule.id, name) for rule in TABLE.values() for name in rule.parts}
+    wordings |= {("shared", name) for name in SHARED_PARTS}
+    assert wordings - used == set()
 
 
 # ----------------------------------------------------------------------------------- the claims, on real servers

@@ -11,15 +11,20 @@ Every rule is backed by a behaviour measured on Redis 7.0.15 and Valkey 9.1.2 (`
 tests). Errors are things a server refuses, crashes on or fails at run time every time; warnings are behaviours that
 surprise (lost reply fields, a deterministic PRNG, keys a cluster cannot route).
 
+The rules — id, severity, what each catches, every word of its findings — are one table, :mod:`.lint_rules`. This
+module only *finds*: one small function per family of rules (the shebang, the load as the vet ran it, server
+support, registrations, globals and the sandbox, ``redis.call`` usage, replies) yields hits (:class:`Hit`: a rule,
+a line and the values its template needs), and :func:`_finding` alone turns a hit into the :class:`Finding` users
+read. A new rule is a table entry and a ``yield``.
+
 A finding can be silenced with a comment naming its rule on the same line or the line before:
 ``-- lint-ignore: undeclared-key`` (several rules separated by commas).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from enum import StrEnum
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from redis_functions_operator.library._lua.registrations import Registration, find_registrations
 from redis_functions_operator.library._lua.syntax import (
@@ -52,6 +57,7 @@ from redis_functions_operator.library._lua.syntax import (
     resolve_value,
     unparen,
 )
+from redis_functions_operator.library.lint_rules import TABLE, Part, Severity
 from redis_functions_operator.library.model import (
     MSG_BAD_NAME,
     MSG_INVALID_METADATA,
@@ -64,50 +70,32 @@ from redis_functions_operator.library.support import SERVERS, cautions, unsuppor
 from redis_functions_operator.library.vet import LoadOutcome, Vetting, vet, waived_rules
 
 
-class Severity(StrEnum):
-    ERROR = "error"
-    WARNING = "warning"
-
-
 @dataclass(frozen=True)
 class Finding:
+    """One thing lint says about a source: what ``lint`` prints, and what ``--strict`` and the exit code judge."""
+
     severity: Severity
     line: int
     rule: str
     message: str
 
 
-#: Every rule id and what it catches.
-RULES: dict[str, str] = {
-    "shebang": "the first line is not a shebang Redis accepts (#!lua name=<library>)",
-    "shebang-quotes": "quotes or backslashes in the shebang line, which Redis and Valkey read differently",
-    "syntax": "the source does not compile as Lua 5.1 (the compiler's own message, as FUNCTION LOAD reports it)",
-    "no-functions": "no redis.register_function call runs at load time",
-    "duplicate-function": "two functions with the same name, or names differing only in case",
-    "function-name": "a function name other than letters, digits and underscores",
-    "register-arguments": "redis.register_function arguments Redis refuses (unknown key, missing name, ...)",
-    "unknown-flag": "a flag that is not no-writes, allow-oom, allow-stale, no-cluster or allow-cross-slot-keys",
-    "ignored-flag": "a keyed entry in a flags table, which Redis silently ignores",
-    "no-cluster": "the no-cluster flag: the function is refused on every cluster node",
-    "nested-registration": "redis.register_function inside a function body (not run at load, fails when called)",
-    "top-level-log": "redis.log/server.log called at load time, by any path (crashes Valkey 9.1.2)",
-    "top-level-call": "a global other than redis.register_function/log/LOG_*/REDIS_VERSION used at load time",
-    "load-error": "any other error the top level raises while FUNCTION LOAD runs it",
-    "vet-inconclusive": "the vet could not finish running the load within its bounds (refused: fail closed)",
-    "version-dependent": "the top level reads the server version and loads differently on some servers",
-    "global-assignment": "an assignment to a global (globals are read-only in Redis Functions)",
-    "unknown-global": "a global or redis.* field that does not exist when a function runs",
-    "valkey-only": "the server global or server.* / redis.* fields that exist only on Valkey",
-    "os-clock": "os.clock, which exists on Redis 7.4+ and Valkey 8.0+ only",
-    "deprecated-api": "getfenv, setfenv or newproxy: gone from Redis 8.2.2 (7.2.11, 7.4.6, 8.0.4) and patched builds",
-    "unsupported-on-server": "with --server: the named server would fail the load or a function (or has no Lua)",
-    "math-random": "math.random/math.randomseed: one deterministic PRNG for all scripts",
-    "undeclared-key": "a key argument that is a literal or built inside the function instead of passed in KEYS",
-    "deprecated-command": "a command Redis 7.0 marks deprecated (HMSET, GETSET, ZRANGEBYSCORE, ...)",
-    "string-key-table": "a returned table with string keys, which the client receives as an empty array",
-    "err-table": "a returned {err=..., other=...} table: only the error text reaches the client",
-    "write-in-no-writes": "a write command in a function flagged no-writes (or a helper it calls)",
-}
+#: Every rule id and what it catches (the table's, for callers that only list the rules).
+RULES: dict[str, str] = {rule.id: rule.catches for rule in TABLE.values()}
+
+
+@dataclass(frozen=True)
+class Hit:
+    """What a family of rules found: the rule, the line, and the values the rule's template needs. ``part`` picks
+    another of the rule's wordings than its message; ``severity`` overrides the rule's, for the one finding whose
+    severity depends on which server refuses (:func:`_load_hits`)."""
+
+    rule: str
+    line: int
+    values: Mapping[str, object] = field(default_factory=dict)
+    part: str = ""
+    severity: Severity | None = None
+
 
 # --------------------------------------------------------------------------------- measured environment tables
 
@@ -191,7 +179,8 @@ REPLY_KEYS = (
     ("verbatim_string", "table"),
 )
 
-_LOAD_TIME_HINT = "only redis.register_function, redis.log and redis.LOG_*/REDIS_VERSION(_NUM) exist at load time"
+#: ``redis.*`` fields a function can use, as the unknown-global finding lists them.
+_AVAILABLE_FIELDS = ", ".join(sorted(RUNTIME_FIELDS))
 
 
 # ----------------------------------------------------------------------------------------------------- entry point
@@ -202,26 +191,24 @@ def lint(source: bytes | str, servers: Sequence[str] = ()) -> list[Finding]:
     :data:`~redis_functions_operator.library.support.SERVERS`) adds, for each, whether that server would fail the
     library: the verdict the engine gives a primary of that version before loading."""
     code = as_bytes(source)
-    findings = list(_shebang(code))
+    hits = list(_shebang_hits(code))
     vetting = _vet_body(code)
     if vetting is not None:
-        findings.extend(_load_findings(vetting))
-        findings.extend(Finding(Severity.WARNING, line, "deprecated-api", text) for line, text in cautions(vetting))
-        findings.extend(_server_findings(vetting, servers))
+        hits.extend(_load_hits(vetting))
+        hits.extend(_support_hits(vetting, servers))
     parsed = parse(code)
     if parsed.error is None and not parsed.problems:
         # the static reader's own view is only a hint: when it cannot read what Lua compiles, it stays quiet
         registrations = find_registrations(parsed, code)
-        findings.extend(_nested_registrations(registrations))
-        findings.extend(_Linter(parsed, registrations).run())
-    return _finish(findings, parsed)
+        hits.extend(_nested_registration_hits(registrations))
+        hits.extend(_Linter(parsed, registrations).run())
+    return _finish([_finding(hit) for hit in hits], parsed)
 
 
-def _server_findings(vetting: Vetting, servers: Sequence[str]) -> Iterable[Finding]:
-    for name in servers:
-        problem = unsupported(vetting, SERVERS[name])
-        if problem is not None:
-            yield Finding(Severity.ERROR, problem.line, "unsupported-on-server", f"{name}: {problem.message}")
+def _finding(hit: Hit) -> Finding:
+    """The one place a hit becomes what users read: the severity and the words are the table's."""
+    rule = TABLE[hit.rule]
+    return Finding(hit.severity or rule.severity, hit.line, hit.rule, rule.render(hit.values, hit.part))
 
 
 def _vet_body(code: bytes) -> Vetting | None:
@@ -235,6 +222,8 @@ def _vet_body(code: bytes) -> Vetting | None:
 
 
 def _finish(findings: list[Finding], parsed: Parsed) -> list[Finding]:
+    """Drop what a ``lint-ignore`` comment waives and what two paths found twice; a stable order for people and
+    tests."""
     ignored = waived_rules(parsed.comments)
     unique = {f: None for f in findings if f.rule not in ignored.get(f.line, ())}
     return sorted(unique, key=lambda f: (f.line, f.severity is not Severity.ERROR, f.rule, f.message))
@@ -243,43 +232,42 @@ def _finish(findings: list[Finding], parsed: Parsed) -> list[Finding]:
 # --------------------------------------------------------------------------------------------------------- shebang
 
 
-def _shebang(code: bytes) -> Iterable[Finding]:
+def _shebang_hits(code: bytes) -> Iterator[Hit]:
+    """A shebang the server refuses, with what to change (the server's own message says only what is wrong); or
+    one it accepts but Redis and Valkey read differently."""
     try:
         parse_shebang(code)
     except LibraryError as exc:
         hint = _shebang_hint(code, exc.message)
-        yield Finding(Severity.ERROR, 1, "shebang", f"{exc.message}{f' ({hint})' if hint else ''}")
+        if hint:
+            yield Hit("shebang", 1, {"error": exc.message, "hint": Part(hint)})
+        else:
+            yield Hit("shebang", 1, {"error": exc.message}, part="unexplained")
         return
     first_line = code[: code.find(b"\n")]
     if any(c in first_line for c in b"\"'\\"):
-        yield Finding(
-            Severity.WARNING,
-            1,
-            "shebang-quotes",
-            "quotes or backslashes in the shebang line: Redis 7.0 and Valkey 9.1 read them differently (#!lua "
-            "name='x'y is 'Invalid library metadata' on Redis and loads as xy on Valkey); write #!lua name=<library>",
-        )
+        yield Hit("shebang-quotes", 1)
 
 
 def _shebang_hint(code: bytes, message: str) -> str:
+    """Which hint (a part of the shebang rule) says how to fix what the server's ``message`` refuses; "" for
+    none."""
     if message == MSG_MISSING_METADATA:
         if code.startswith(b"\xef\xbb\xbf"):
-            return "the file starts with a UTF-8 BOM: remove the BOM, '#!' must be the very first bytes"
+            return "bom"
         if code[:1] in (b"\n", b"\r"):
-            return "remove the blank line(s) before the shebang, '#!' must be the very first bytes"
+            return "blank_lines"
         if code[:1] in (b" ", b"\t"):
-            return "remove the whitespace before the shebang, '#!' must be the very first bytes"
-        return "the first line must be '#!lua name=<library>'"
+            return "whitespace"
+        return "not_a_shebang"
     if message == MSG_INVALID_METADATA:
-        if b"\n" not in code:
-            return "the shebang line must end with a newline and be followed by the library code"
-        return "unbalanced quotes in the shebang line"
+        return "unbalanced_quotes" if b"\n" in code else "no_newline"
     if message.startswith("Invalid metadata value given:"):
-        return "only name=<library> is accepted; keep a version in a comment instead"
+        return "metadata_value"
     if message.startswith("Engine '"):
-        return "the only engine is lua: '#!lua name=<library>'"
+        return "engine"
     if message == MSG_BAD_NAME:
-        return "for example name=my_lib"
+        return "library_name"
     return ""
 
 
@@ -297,122 +285,121 @@ _LOAD_ERROR_RULES = (
     ("register_function", "register-arguments"),
 )
 
-_LOAD_HINTS = {
-    "top-level-call": f" ({_LOAD_TIME_HINT}; move this into a function)",
-    "global-assignment": " (globals are read-only: declare it local, keep values in a local table)",
-    "no-functions": " (the top level must call redis.register_function)",
-}
 
-
-def _load_findings(vetting: Vetting) -> Iterable[Finding]:
+def _load_hits(vetting: Vetting) -> Iterator[Hit]:
     """Findings from running the load: crashes and refusals first, then what each server replies."""
     refusal = vetting.refusal
     crashes = {(o.crash_rule, o.line): o for o in vetting.outcomes if o.crash}
     for crashed in crashes.values():  # reported even when waived: the comment then silences it like any finding
-        yield Finding(Severity.ERROR, crashed.line or 1, crashed.crash_rule, str(crashed.crash))
+        yield Hit(crashed.crash_rule, crashed.line or 1, {"crash": crashed.crash}, part="crash")
     if crashes:
         return
     if refusal is not None:
-        yield Finding(Severity.ERROR, refusal.line or 1, "vet-inconclusive", f"refused: {refusal.message}")
+        yield Hit("vet-inconclusive", refusal.line or 1, {"refusal": refusal.message})
         return
     on_redis, on_valkey = vetting.outcome("redis"), vetting.outcome("valkey")
     if on_redis.error and on_valkey.error:
-        yield _load_error(on_redis, on_valkey)
+        yield _load_error_hit(on_redis, on_valkey)
     elif on_redis.error:
-        yield Finding(
-            Severity.WARNING,
-            on_redis.line or 1,
-            "valkey-only",
-            f"loads on Valkey only: {on_redis.server} replies '{on_redis.error}' (use redis.*, which both have)",
-        )
+        yield Hit("valkey-only", on_redis.line or 1, {"server": on_redis.server, "error": on_redis.error}, part="load")
     elif on_valkey.error:
-        rule = _rule_for(on_valkey.error)
-        yield Finding(Severity.WARNING, on_valkey.line or 1, rule, f"{on_valkey.server} replies '{on_valkey.error}'")
-    yield from _version_findings(vetting)
+        # Redis loads it, so whatever the error it is a warning: the library is fine where only Redis runs it
+        values = {"server": on_valkey.server, "error": on_valkey.error}
+        yield Hit(_rule_for(on_valkey.error), on_valkey.line or 1, values, part="replies", severity=Severity.WARNING)
+    yield from _version_hits(vetting)
     loaded = next((o for o in vetting.outcomes if o.loads), None)
     if loaded is not None:
-        yield from _flag_findings(loaded)
+        yield from _flag_hits(loaded)
 
 
 def _rule_for(error: str) -> str:
     return next((rule for fragment, rule in _LOAD_ERROR_RULES if fragment in error), "load-error")
 
 
-def _load_error(on_redis: LoadOutcome, on_valkey: LoadOutcome) -> Finding:
+def _load_error_hit(on_redis: LoadOutcome, on_valkey: LoadOutcome) -> Hit:
+    """A load both engines refuse: under the rule Redis's error belongs to, with Valkey's error when it differs."""
     error = str(on_redis.error)
     rule = _rule_for(error)
     line = on_redis.line or on_valkey.line or 1
-    message = f"FUNCTION LOAD fails: {error}"
+    values: dict[str, object] = {"error": error, "elsewhere": ""}
     if on_valkey.error != error:
-        message += f" ({on_valkey.server}: {on_valkey.error})"
+        values.update(elsewhere=Part("elsewhere"), other_server=on_valkey.server, other_error=on_valkey.error)
     if rule == "duplicate-function":
         # Valkey runs the whole top level before it checks names, so its run holds both registrations
         duplicate = next((f.name for f in on_valkey.functions if f.line == on_valkey.line), None)
         twice = [f.line for f in on_valkey.functions if f.name == duplicate]
         if len(twice) >= 2:
-            message = f"a function is registered twice (lines {twice[0]} and {twice[1]}): {message}"
-    return Finding(Severity.ERROR, line, rule, message + _LOAD_HINTS.get(rule, ""))
+            return Hit(rule, line, {**values, "first": twice[0], "second": twice[1]}, part="twice")
+    return Hit(rule, line, values)
 
 
-def _version_findings(vetting: Vetting) -> Iterable[Finding]:
+def _version_hits(vetting: Vetting) -> Iterator[Hit]:
+    """A top level that reads the server version and loads on some servers only: the vet ran it on each."""
     if not vetting.version_dependent:
         return
     loads = {o.server: o.loads for o in vetting.outcomes}
     if len(set(loads.values())) > 1:
         failing = next(o for o in vetting.outcomes if not o.loads)
-        yield Finding(
-            Severity.WARNING,
-            failing.line or 1,
-            "version-dependent",
-            "the top level reads the server version, and the load depends on it: it loads on "
-            f"{', '.join(s for s, ok in loads.items() if ok)} but fails on "
-            f"{', '.join(s for s, ok in loads.items() if not ok)} ({failing.server}: {failing.error})",
-        )
+        values = {
+            "loading": ", ".join(s for s, ok in loads.items() if ok),
+            "failing": ", ".join(s for s, ok in loads.items() if not ok),
+            "server": failing.server,
+            "error": failing.error,
+        }
+        yield Hit("version-dependent", failing.line or 1, values)
 
 
-def _flag_findings(outcome: LoadOutcome) -> Iterable[Finding]:
+# ------------------------------------------------------------------------------------ registrations and flags
+
+
+def _flag_hits(outcome: LoadOutcome) -> Iterator[Hit]:
+    """Flags the server takes without a word that do not do what the author meant: ``no-cluster`` (refused on every
+    cluster node) and keyed entries (ignored)."""
     for function in outcome.functions:
-        label = f"function {function.name!r}"
         if "no-cluster" in function.flags:
-            yield Finding(
-                Severity.WARNING,
-                function.line or 1,
-                "no-cluster",
-                f"{label} has the no-cluster flag: it is refused on every cluster node: "
-                "ERR Can not run script on cluster, 'no-cluster' flag is set",
-            )
+            yield Hit("no-cluster", function.line or 1, {"name": function.name})
         for key in function.ignored_flags:
-            yield Finding(
-                Severity.WARNING,
-                function.line or 1,
-                "ignored-flag",
-                f"flags entry {key!r} on {label} is ignored: the server reads only the list part of the flags "
-                f"table; write flags = {{'{key}'}}",
-            )
+            yield Hit("ignored-flag", function.line or 1, {"name": function.name, "key": key})
 
 
-def _nested_registrations(registrations: list[Registration]) -> Iterable[Finding]:
+def _nested_registration_hits(registrations: list[Registration]) -> Iterator[Hit]:
+    """A registration in a function body: the vet never sees it (it does not run at load), the static reader
+    does."""
     for reg in registrations:
         if not reg.at_load:
-            yield Finding(
-                Severity.ERROR,
-                reg.line,
-                "nested-registration",
-                f"{reg.api} inside a function body does not register anything at FUNCTION LOAD, and fails when "
-                "that function runs: attempt to call field 'register_function' (a nil value); call it at the top "
-                "level",
-            )
+            yield Hit("nested-registration", reg.line, {"api": reg.api})
+
+
+# ------------------------------------------------------------------------------------------------ server support
+
+
+def _support_hits(vetting: Vetting, servers: Sequence[str]) -> Iterator[Hit]:
+    """What :mod:`.support` says about servers: globals that servers of any version may lack, and for each named
+    server whether it would fail the library (the verdict the operator acts on)."""
+    for line, text in cautions(vetting):
+        yield Hit("deprecated-api", line, {"caution": text})
+    for name in servers:
+        problem = unsupported(vetting, SERVERS[name])
+        if problem is not None:
+            yield Hit("unsupported-on-server", problem.line, {"server": name, "problem": problem.message})
 
 
 # ------------------------------------------------------------------------------------------------------ tree rules
 
+#: Hints (parts of unknown-global) for globals people carry over from elsewhere.
+_GLOBAL_HINTS = {"KEYS": "keys_args", "ARGV": "keys_args", "print": "print"}
+
 
 class _Linter(Walker):
+    """The rules read from the source: one walk, which hands each statement and expression to the families of
+    rules that concern it (globals and the sandbox, ``redis.call`` usage, replies). Only code that runs when a
+    function is called is read: load-time code is the vet's, which ran it."""
+
     def __init__(self, parsed: Parsed, registrations: list[Registration]) -> None:
         graph = call_graph(parsed.body)
         super().__init__(set(reachable(graph, [None])))
         self.body = parsed.body
-        self.findings: list[Finding] = []
+        self.hits: list[Hit] = []
         self.callbacks: dict[Func, Registration] = {}
         self.keys: set[Binding] = set()
         self.args: set[Binding] = set()
@@ -432,27 +419,54 @@ class _Linter(Walker):
         self.no_writes: dict[Func, Func | None] = reachable(graph, no_writes)
         self.sources: dict[Binding, list[Expr]] = {}
 
-    def run(self) -> list[Finding]:
+    def run(self) -> list[Hit]:
         _Sources(self.sources).walk(self.body)
         self.walk(self.body)
-        return self.findings
+        return self.hits
 
-    def add(self, severity: Severity, line: int, rule: str, message: str) -> None:
-        self.findings.append(Finding(severity, line, rule, message))
-
-    # statements
     def on_stat(self, s: Stat) -> None:
+        self.hits.extend(self.statement_hits(s))
+
+    def on_expr(self, e: Expr, parent: Expr | Stat | None) -> None:
+        self.hits.extend(self.expression_hits(e, parent))
+
+    def statement_hits(self, s: Stat) -> Iterator[Hit]:
+        """Assignments (a global is read-only) and what a registered callback returns (the shape the client gets)."""
         if isinstance(s, Assign):
             for target in s.targets:
-                self.check_assignment(target, s.line, None)
+                yield from self.assignment_hits(target, s.line, None)
         elif isinstance(s, FunctionDecl):
-            self.check_assignment(s.target, s.line, s.func)
+            yield from self.assignment_hits(s.target, s.line, s.func)
         elif isinstance(s, Return) and s.values and self.funcs and self.funcs[-1] in self.callbacks:
             value = s.values[0]
             # a table returned through a local is reported on the return line, a constructor where it starts
-            self.check_reply(value, self.callbacks[self.funcs[-1]], s.line if isinstance(value, Name) else 0)
+            yield from self.reply_hits(value, self.callbacks[self.funcs[-1]], s.line if isinstance(value, Name) else 0)
 
-    def check_assignment(self, target: Expr, line: int, func: Func | None) -> None:
+    def expression_hits(self, e: Expr, parent: Expr | Stat | None) -> Iterator[Hit]:
+        """Reads of globals and of their fields, and ``redis.call``/``pcall`` (under either table name)."""
+        if self.at_load:
+            return  # load-time code is the vet's: it ran it
+        if isinstance(e, Name):
+            if e.binding is None and not self.is_target(e, parent):
+                yield from self.global_hits(e)
+        elif isinstance(e, Index) and not self.is_target(e, parent):
+            root = e.obj
+            if isinstance(root, Name) and root.binding is None and isinstance(e.key, String):
+                yield from self.field_hits(e, root.name, e.key.value)  # redis.log and redis['log'] alike
+        elif isinstance(e, Call):
+            path = dotted(unparen(e.func))
+            if path in CALL_APIS:
+                yield from self.command_hits(e, path)
+
+    @staticmethod
+    def is_target(e: Expr, parent: Expr | Stat | None) -> bool:
+        if isinstance(parent, Assign):
+            return any(t is e for t in parent.targets)
+        return isinstance(parent, FunctionDecl) and parent.target is e
+
+    # globals and the sandbox
+    def assignment_hits(self, target: Expr, line: int, func: Func | None) -> Iterator[Hit]:
+        """An assignment to a global or into the redis table: both are read-only when a function runs."""
         if self.at_load:
             return  # the vet runs the load and reports it with the server's message
         root = target
@@ -461,172 +475,90 @@ class _Linter(Walker):
         if not isinstance(root, Name) or root.binding is not None:
             return
         if root is target:
-            what = f"function {root.name}() defines the global {root.name!r}" if func else f"{root.name!r} is a global"
-            fix = f"use local function {root.name}()" if func else f"declare it with local {root.name}"
+            part = "global_function" if func is not None else "global"
         elif root.name in REDIS_TABLES:
-            what, fix = f"the {root.name} table is read-only", "keep your own values in a local table"
+            part = "redis_table"
         else:
             return  # reading another global is reported where it is read
-        self.add(
-            Severity.ERROR,
-            line,
-            "global-assignment",
-            f"{what}: the function fails when it runs with 'Attempt to modify a readonly table' ({fix})",
-        )
+        yield Hit("global-assignment", line, {"name": root.name}, part=part)
 
-    # expressions
-    def on_expr(self, e: Expr, parent: Expr | Stat | None) -> None:
-        if self.at_load:
-            return  # load-time code is the vet's: it ran it
-        if isinstance(e, Name):
-            if e.binding is None and not self.is_target(e, parent):
-                self.check_global(e)
-        elif isinstance(e, Index) and not self.is_target(e, parent):
-            root = e.obj
-            if isinstance(root, Name) and root.binding is None and isinstance(e.key, String):
-                self.check_field(e, root.name, e.key.value)  # redis.log and redis['log'] alike
-        elif isinstance(e, Call):
-            path = dotted(unparen(e.func))
-            if path in CALL_APIS:
-                self.check_command(e, path)
-
-    @staticmethod
-    def is_target(e: Expr, parent: Expr | Stat | None) -> bool:
-        if isinstance(parent, Assign):
-            return any(t is e for t in parent.targets)
-        return isinstance(parent, FunctionDecl) and parent.target is e
-
-    def check_global(self, e: Name) -> None:
+    def global_hits(self, e: Name) -> Iterator[Hit]:
+        """A global the function sandbox does not have: the call fails, or works on Valkey only (``server``)."""
         name = e.name
         if name in RUNTIME_GLOBALS or name in ("os", "getfenv", "setfenv", "newproxy"):
-            return  # os: see check_field; the other three are the vet's cautions (deprecated-api)
+            return  # os: see field_hits; the other three are the vet's cautions (deprecated-api)
         if name == "server":
-            self.add(
-                Severity.WARNING,
-                e.line,
-                "valkey-only",
-                "the server global exists only on Valkey: on Redis this fails with 'Script attempted to access "
-                "nonexistent global variable 'server'' (redis.* works on both)",
-            )
+            yield Hit("valkey-only", e.line)
             return
-        hint = ""
-        if name in ("KEYS", "ARGV"):
-            hint = " (KEYS and ARGV exist only in EVAL scripts: a function gets them as its parameters (keys, args))"
-        elif name == "print":
-            hint = " (use redis.log(redis.LOG_NOTICE, ...))"
-        self.add(
-            Severity.ERROR,
-            e.line,
-            "unknown-global",
-            f"{name!r} does not exist when the function runs: it fails with 'Script attempted to access "
-            f"nonexistent global variable '{name}''{hint}",
-        )
+        hint = _GLOBAL_HINTS.get(name)
+        yield Hit("unknown-global", e.line, {"name": name, "hint": Part(hint) if hint else ""})
 
-    def check_field(self, e: Index, root: str, name: str) -> None:
+    def field_hits(self, e: Index, root: str, name: str) -> Iterator[Hit]:
+        """A field of a global that surprises: the shared PRNG, ``os`` (missing or version-bound), a ``redis.*``
+        field that is Valkey's only or nobody's."""
         if root == "math" and name in ("random", "randomseed"):
-            self.add(
-                Severity.WARNING,
-                e.line,
-                "math-random",
-                f"math.{name}: every script on the server shares one deterministic PRNG that restarts the same "
-                "sequence after every restart (identical on Redis and Valkey); pass random values (ids, tokens) "
-                "in from the client",
-            )
-            return
-        if root == "os":
+            yield Hit("math-random", e.line, {"name": name})
+        elif root == "os":
             if name == "clock":
-                self.add(
-                    Severity.WARNING,
-                    e.line,
-                    "os-clock",
-                    "os.clock exists on Redis 7.4+ and Valkey 8.0+ only: on Redis 7.0/7.2 and Valkey 7.2 the function "
-                    "fails with 'Script attempted to access nonexistent global variable 'os'' (redis.call('TIME') "
-                    "works everywhere; the operator refuses it for a server that lacks it)",
-                )
+                yield Hit("os-clock", e.line)
             else:
-                self.add(
-                    Severity.ERROR,
-                    e.line,
-                    "unknown-global",
-                    f"os.{name} does not exist when the function runs (Redis has no os global, Valkey only "
-                    "os.clock); use redis.call('TIME') for the time",
-                )
-            return
-        if root not in REDIS_TABLES:
-            return
-        qualified = f"{root}.{name}"
-        if name in VALKEY_ONLY_FIELDS:
-            self.add(
-                Severity.WARNING,
-                e.line,
-                "valkey-only",
-                f"{qualified} exists only on Valkey (nil on Redis)",
-            )
-        elif name not in RUNTIME_FIELDS and name != "register_function":
-            self.add(
-                Severity.ERROR,
-                e.line,
-                "unknown-global",
-                f"{qualified} does not exist in Redis Functions (available: {', '.join(sorted(RUNTIME_FIELDS))})",
-            )
+                yield Hit("unknown-global", e.line, {"name": name}, part="os_field")
+        elif root in REDIS_TABLES:
+            values = {"table": root, "name": name, "available": _AVAILABLE_FIELDS}
+            if name in VALKEY_ONLY_FIELDS:
+                yield Hit("valkey-only", e.line, values, part="field")
+            elif name not in RUNTIME_FIELDS and name != "register_function":
+                yield Hit("unknown-global", e.line, values, part="redis_field")
 
     # redis.call / redis.pcall
-    def check_command(self, call: Call, api: str) -> None:
+    def command_hits(self, call: Call, api: str) -> Iterator[Hit]:
+        """A command named by a constant: deprecated, a write under no-writes, or a key not passed in KEYS."""
         if not call.args:
             return
         command = constant_string(call.args[0])
         if command is None:
             return
         command = command.upper()
-        line = call.line
         deprecated = DEPRECATED_COMMANDS.get(command)
         if deprecated is not None:
-            self.add(
-                Severity.WARNING,
-                line,
-                "deprecated-command",
-                f"{command} is deprecated since Redis {deprecated[0]}: use {deprecated[1]}",
-            )
+            since, instead = deprecated
+            yield Hit("deprecated-command", call.line, {"command": command, "since": since, "instead": instead})
         if command in WRITE_COMMANDS:
-            self.check_no_writes(command, line)
+            yield from self.no_writes_hits(command, call.line)
         if command in KEY_COMMANDS and len(call.args) > 1:
             problem = self.key_problem(call.args[1])
             if problem is not None:
-                self.add(
-                    Severity.WARNING,
-                    call.args[1].line,
-                    "undeclared-key",
-                    f"{api}('{command}', ...): {problem}; pass keys in KEYS (in a cluster, an undeclared key on "
-                    "another node fails with 'Script attempted to access a non local key in a cluster node')",
-                )
+                yield Hit("undeclared-key", call.args[1].line, {"api": api, "command": command, **problem})
 
-    def check_no_writes(self, command: str, line: int) -> None:
+    def no_writes_hits(self, command: str, line: int) -> Iterator[Hit]:
+        """A write in a function that runs under no-writes, itself or through helpers: named by the innermost."""
         for func in reversed(self.funcs):
             if func in self.no_writes:
                 root = self.no_writes[func]
                 reg = self.callbacks.get(root) if root is not None else None
-                owner = f"function {reg.name!r}" if reg is not None and reg.name else "a function"
-                via = "" if func is root else f" (through {func.name or 'a helper'}())"
-                self.add(
-                    Severity.ERROR,
-                    line,
-                    "write-in-no-writes",
-                    f"{command} in {owner}, which has the no-writes flag{via}: it fails with 'Write commands are "
-                    "not allowed from read-only scripts' (drop the flag or the write)",
-                )
+                values = {
+                    "command": command,
+                    "owner": Part("function") if reg is not None and reg.name else Part("a_function"),
+                    "name": reg.name if reg is not None else None,
+                    "via": "" if func is root else Part("through"),
+                    "helper": func.name or Part("a_helper"),
+                }
+                yield Hit("write-in-no-writes", line, values)
                 return
 
-    def key_problem(self, key: Expr) -> str | None:
+    def key_problem(self, key: Expr) -> dict[str, object] | None:
+        """Why a key argument is not one the caller declared, as undeclared-key's values; None when it is, or may
+        be."""
         origins = self.origins(key, set(), 0)
         if "reply" in origins:
             return None  # derived from data read inside the function: cannot be declared in advance
         literal = constant_string(key)
         if literal is not None:
-            return f"the key is the string literal {literal!r}"
+            return {"problem": Part("literal"), "literal": literal}
         if "args" in origins:
-            return "the key comes from args"
+            return {"problem": Part("args")}
         if origins & {"concat", "format"}:
-            return "the key is built inside the function"
+            return {"problem": Part("built")}
         return None
 
     def origins(self, e: Expr, seen: set[Binding], depth: int) -> set[str]:
@@ -670,7 +602,9 @@ class _Linter(Walker):
         return set()
 
     # replies
-    def check_reply(self, value: Expr, reg: Registration, line: int = 0, depth: int = 0) -> None:
+    def reply_hits(self, value: Expr, reg: Registration, line: int = 0, depth: int = 0) -> Iterator[Hit]:
+        """A returned table whose string keys the client never sees: Redis converts only the list part, or one
+        special key (``err``, ``ok``, ``map``, ...) and drops the rest."""
         table = resolve_value(value)
         if not isinstance(table, Table) or depth > 10:
             return
@@ -678,57 +612,45 @@ class _Linter(Walker):
         keyed = [f for f in table.fields if f.key is not None]
         if not keyed:
             for item in table.fields:
-                self.check_reply(item.value, reg, 0, depth + 1)
+                yield from self.reply_hits(item.value, reg, 0, depth + 1)
             return
         names = {constant_string(f.key): f for f in keyed if f.key is not None}
-        label = f"function {reg.name!r}" if reg.name else "this function"
+        label = Part("function") if reg.name else Part("this_function")
         for key, kind in REPLY_KEYS:
             special = names.get(key)
             if special is None or not _may_be(special.value, kind):
                 continue
             others = sorted(str(k) for k in names if k != key)
+            values = {
+                "label": label,
+                "name": reg.name,
+                "key": key,
+                "others": ", ".join(others),
+                "be": "is" if len(others) == 1 else "are",
+            }
             if key == "err":
                 if others:
-                    self.add(
-                        Severity.WARNING,
-                        line,
-                        "err-table",
-                        f"{label} returns {{err=..., {', '.join(others)}}}: the client gets only the error text, "
-                        f"{', '.join(others)} {'is' if len(others) == 1 else 'are'} lost; put the details in the "
-                        "message: redis.error_reply('CODE details')",
-                    )
+                    yield Hit("err-table", line, values)
                 return
             if others:
-                self.add(
-                    Severity.WARNING,
-                    line,
-                    "string-key-table",
-                    f"{label} returns {{{key}=..., {', '.join(others)}}}: only {key} makes the reply, "
-                    f"{', '.join(others)} {'is' if len(others) == 1 else 'are'} dropped",
-                )
+                yield Hit("string-key-table", line, values, part="special")
             if key == "map":
                 inner = resolve_value(special.value)
                 if isinstance(inner, Table):
-                    for field in inner.fields:
-                        self.check_reply(field.value, reg, 0, depth + 1)
+                    for item in inner.fields:
+                        yield from self.reply_hits(item.value, reg, 0, depth + 1)
             return
-        shown = ", ".join(sorted(str(k) if k is not None else "[...]" for k in names))
         positional = len(table.fields) - len(keyed)
-        self.add(
-            Severity.WARNING,
-            line,
-            "string-key-table",
-            f"{label} returns a table with string keys ({shown}): "
-            + (
-                "the client receives an empty array; use {map={...}} for a map reply or "
-                "redis.error_reply('CODE details') for an error"
-                if not positional
-                else "the client receives only the list part, the string keys are dropped"
-            ),
-        )
+        values = {
+            "label": label,
+            "name": reg.name,
+            "shown": ", ".join(sorted(str(k) if k is not None else "[...]" for k in names)),
+            "receives": Part("list_part" if positional else "empty_array"),
+        }
+        yield Hit("string-key-table", line, values)
         for item in table.fields:
             if item.key is None:
-                self.check_reply(item.value, reg, 0, depth + 1)
+                yield from self.reply_hits(item.value, reg, 0, depth + 1)
 
 
 def _may_be(e: Expr, kind: str) -> bool:
