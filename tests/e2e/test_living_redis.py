@@ -71,7 +71,7 @@ def test_primary_restarted_empty_is_repaired_within_seconds(
     code = deploy(rfl, cluster, "lib", unique_name)
     victim = cluster.primaries()[1]
     victim.kill()
-    victim.restart()  # back before the failover timeout: an empty primary, and its replica follows it (facts §6.5)
+    victim.restart()  # back before the failover timeout: an empty primary, and its replica follows it (redis-facts F3)
     took = wait_until(lambda: holds(victim, unique_name, code), REPAIR_DEADLINE, "library back after a restart")
     print(f"\n[{flavor}] primary {victim.address} restarted empty, repaired in {took:.2f}s")
     assert "restarted" in rfl.wait_event("lib", "DriftRepaired")["message"]

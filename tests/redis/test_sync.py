@@ -245,7 +245,7 @@ async def test_primary_restarted_empty_is_repaired(
     assert (await engine.sync(library, target_of(cluster.nodes[0]))).ok
     victim = cluster.primaries()[1]
     victim.kill()
-    victim.restart()  # before node-timeout: comes back as an empty primary (facts §6.5)
+    victim.restart()  # before node-timeout: comes back as an empty primary (docs/redis-facts.md F3)
     cluster.wait_healthy()
     assert victim.role() == "master" and unique_name not in victim.function_libraries()
     result = await engine.sync(library, target_of(cluster.nodes[0]))

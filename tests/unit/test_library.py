@@ -1,7 +1,7 @@
 """The library model: shebang parsing with Redis' exact wording, exact bytes and sha256.
 
-Every shebang case of facts §2.3/§2.7 (plus the ``sdssplitargs`` corners that once disagreed with Redis) is checked
-here without a server, and once more against a real redis-server 7.0 (``test_parser_agrees_with_redis``), so the
+Every shebang case of ``docs/redis-facts.md`` F8 (plus the ``sdssplitargs`` corners that once disagreed with Redis) is
+checked here without a server, and once more against a real redis-server 7.0 (``test_parser_agrees_with_redis``), so the
 expected messages below are the server's, not ours.
 """
 
@@ -53,7 +53,7 @@ class Case:
 LONG = b"L" * 996  # + "_" + a 3-character suffix = a 1000-character name
 
 CASES = [
-    # refused: facts §2.3
+    # refused (docs/redis-facts.md F8; wording in docs/errors.md)
     Case("no-shebang", b"local x = 1", error=MSG_MISSING_METADATA),
     Case("bom", b"\xef\xbb\xbf#!lua name=bom_SFX", error=MSG_MISSING_METADATA),
     Case("leading-blank-line", b"\n#!lua name=blank_SFX", error=MSG_MISSING_METADATA),
@@ -72,7 +72,7 @@ CASES = [
     Case("foo-bar", b"#!lua name=v_SFX foo=bar", error="Invalid metadata value given: foo=bar"),
     Case("name-twice", b"#!lua name=a_SFX name=b_SFX", error=MSG_NAME_TWICE),
     Case("name-twice-mixed-case", b"#!lua Name=a_SFX NAME=b_SFX", error=MSG_NAME_TWICE),
-    # accepted: facts §2.7
+    # accepted (docs/redis-facts.md F8)
     Case("lua", b"#!lua name=plain_SFX", name=b"plain_SFX"),
     Case("LUA-engine", b"#!LUA name=upper_SFX", name=b"upper_SFX"),
     Case("crlf", b"#!lua name=crlf_SFX\r", name=b"crlf_SFX"),

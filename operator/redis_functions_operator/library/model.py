@@ -8,7 +8,7 @@ Why parse the shebang ourselves when Redis will do it anyway? Because the operat
 before it talks to Redis (to look it up with ``FUNCTION LIST LIBRARYNAME``, to detect two objects claiming the same
 name, to report it in status), and because a user deserves the same error Redis would give without a round trip.
 The rules mirror Redis 7.0 ``functionExtractLibMetaData`` (``functions.c``) and are pinned by unit tests against the
-exact wire messages listed in ``shared/docs/redis-functions-facts.md`` §2.3.
+exact wire messages listed in ``docs/errors.md`` (``docs/redis-facts.md`` F8).
 
 The code is kept as the exact bytes that will be sent: Redis stores and returns ``library_code`` byte-exact (CRLF,
 trailing spaces and non-UTF-8 bytes included), so verification compares bytes, and the sha256 is over those bytes.

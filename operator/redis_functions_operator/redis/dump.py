@@ -1,7 +1,7 @@
 """FUNCTION DUMP from one primary and FUNCTION RESTORE to every primary — the backup/migration pair of the CLI.
 
-RESTORE is atomic per node (facts §2.6): a conflicting function name fails the whole payload there and leaves the
-node unchanged, so per-node results are enough; there is nothing to roll back.
+RESTORE is atomic per node (``docs/redis-facts.md`` F11): a conflicting function name fails the whole payload there
+and leaves the node unchanged, so per-node results are enough; there is nothing to roll back.
 
 A dump is taken with a record of where it came from (:class:`Dump`: the server's engine and version, and each
 library's code, read in the same round trip as the payload), because a payload can cross engines badly

@@ -3,8 +3,8 @@
 Redis never copies functions between primaries, so the engine must find *every* primary itself:
 
 * cluster: every online master from CLUSTER SHARDS — **including masters with 0 slots**, which CLUSTER SLOTS and
-  redis-py's cluster client omit (facts §6.3, §6.6) — with CLUSTER NODES as a fallback; nodes flagged ``fail``,
-  ``fail?``, ``handshake`` or ``noaddr`` are skipped; each remaining primary is confirmed with ROLE;
+  redis-py's cluster client omit (``docs/redis-facts.md`` F5, F6) — with CLUSTER NODES as a fallback; nodes flagged
+  ``fail``, ``fail?``, ``handshake`` or ``noaddr`` are skipped; each remaining primary is confirmed with ROLE;
 * standalone / replication: each seed's primary (a replica seed leads to its primary through ROLE); several seeds
   are several independent deployments, each primary gets the library;
 * sentinel: the master the sentinels report for the configured name.
