@@ -9,6 +9,7 @@ N standalone servers (``--hz 1``, as idle platform servers are) and ``--per-targ
 3. repair: FUNCTION FLUSH on one target, then on ``--burst`` targets at once → every library back (median and max).
 
     .venv/bin/python bench/many_targets.py [--targets 500] [--per-target 2] [--idle-window 60] [--burst 20]
+        [--resync 24h]
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ def main() -> int:
     parser.add_argument("--idle-window", type=float, default=60.0)
     parser.add_argument("--burst", type=int, default=20, help="targets flushed at once")
     parser.add_argument("--rounds", type=int, default=5, help="single-target flush rounds")
+    parser.add_argument("--resync", default=None, help="spec.resyncInterval of every object (default: the CRD's)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="rfo-bench-fleet-"))
     n, per = args.targets, args.per_target
@@ -83,6 +85,7 @@ def main() -> int:
                     "spec": {
                         "code": f"#!lua name=lib{j}\nredis.register_function('lib{j}_f', function() return {t} end)\n",
                         "target": {"endpoints": [server.address]},
+                        **({"resyncInterval": args.resync} if args.resync else {}),
                     },
                 }
                 for t, server in enumerate(servers)

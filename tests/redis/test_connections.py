@@ -63,3 +63,17 @@ async def test_connections_in_use_are_never_taken(server_factory: Callable[..., 
         assert await connector.give_back_idle(keep=0) == 0  # all four are in use
         assert await asyncio.gather(*busy) == [None] * 4  # each BLPOP timed out normally
         assert await connector.give_back_idle(keep=0) == 4
+
+
+async def test_closing_a_connector_closes_its_connections_on_the_server(
+    server_factory: Callable[..., rs.RedisServer],
+) -> None:
+    """The operator closes the connector of a target nobody uses any more (idle, or a rotated password): its
+    connections must go then, not whenever the garbage collector finds the pool."""
+    server = server_factory("redis")
+    endpoint = Endpoint.parse(server.address)
+    connector = Connector(Target((endpoint,), Mode.STANDALONE))
+    await asyncio.gather(*(connector.call(endpoint, "BLPOP", "nothing", "0.05") for _ in range(4)))
+    assert ours(server) == 4
+    await connector.aclose()
+    await until(lambda: ours(server) == 0, "the connector's connections to close on the server")

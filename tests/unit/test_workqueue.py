@@ -324,3 +324,37 @@ async def test_a_call_from_another_thread_is_refused(queue: WorkQueue[str]) -> N
 def test_a_call_without_a_running_loop_is_refused(queue: WorkQueue[str]) -> None:
     with pytest.raises(OffTheEventLoop):
         queue.add("a")
+
+
+async def test_many_due_keys_reach_many_waiting_workers() -> None:
+    """Workers are woken one per due key (not all at once): every key still gets out, now and after a delay, each
+    to one worker, and the workers that found nothing are still waiting."""
+    queue: WorkQueue[str] = WorkQueue()
+    taken: list[str] = []
+    all_taken = asyncio.Event()
+
+    async def worker() -> None:
+        while True:
+            key = await queue.get()
+            taken.append(key)
+            if len(taken) == 80:
+                all_taken.set()
+            await asyncio.sleep(0)
+            queue.done(key, None)
+
+    workers = [asyncio.create_task(worker()) for _ in range(16)]
+    try:
+        await asyncio.sleep(0)
+        for i in range(40):
+            queue.add(f"now-{i}")
+        for i in range(40):
+            queue.add(f"soon-{i}", 0.05)
+        await asyncio.wait_for(all_taken.wait(), PROMPT)
+        await asyncio.sleep(0.01)  # let the last workers call done()
+        assert sorted(taken) == sorted([f"now-{i}" for i in range(40)] + [f"soon-{i}" for i in range(40)])
+        assert queue.in_flight() == 0 and len(queue) == 0
+        assert not any(w.done() for w in workers)
+    finally:
+        for w in workers:
+            w.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)

@@ -14,6 +14,7 @@ import contextlib
 import heapq
 import itertools
 import time
+from collections import deque
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
@@ -29,7 +30,9 @@ class WorkQueue(Generic[K]):
         self._in_flight: set[K] = set()
         self._again: dict[K, float] = {}  # re-added while in flight: run again at this time
         self._removed: set[K] = set()  # removed while in flight: done() must not schedule it again
-        self._changed = asyncio.Event()
+        self._waiters: deque[asyncio.Future[None]] = deque()  # idle workers, first come first woken
+        self._timer: asyncio.TimerHandle | None = None  # wakes one idle worker when the earliest key falls due
+        self._timer_for: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop of the first call; every later one must match
 
     def add(self, key: K, delay: float = 0.0) -> None:
@@ -45,7 +48,10 @@ class WorkQueue(Generic[K]):
             return
         self._due[key] = when
         heapq.heappush(self._heap, (when, next(self._seq), key))
-        self._changed.set()
+        if when <= self._clock():
+            self._wake_one()
+        else:
+            self._arm_timer()
 
     def remove(self, key: K) -> None:
         self._require_own_loop()
@@ -91,24 +97,69 @@ class WorkQueue(Generic[K]):
         return max(0.0, max((now - when for when in self._due.values()), default=0.0))
 
     async def get(self) -> K:
-        """Wait for the next due key and mark it in flight."""
+        """Wait for the next due key and mark it in flight.
+
+        Idle workers wait on futures of their own and one timer serves them all: an ``add`` wakes one worker, not
+        every one (with 16 workers and a thousand objects resyncing, waking them all to find one key was a third of
+        the operator's idle CPU)."""
+        self._require_own_loop()
         while True:
-            self._changed.clear()
-            now = self._clock()
-            while self._heap:
-                when, _, key = self._heap[0]
-                if self._due.get(key) != when:  # stale entry: rescheduled or removed
-                    heapq.heappop(self._heap)
-                    continue
-                if when > now:
-                    break
-                heapq.heappop(self._heap)
-                del self._due[key]
-                self._in_flight.add(key)
+            key = self._take_due()
+            if key is not None:
+                if self._earliest() is not None and self._heap[0][0] <= self._clock():
+                    self._wake_one()  # more keys are due: the next idle worker takes the next one
                 return key
-            timeout = (self._heap[0][0] - now) if self._heap else None
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), timeout)
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            self._arm_timer()
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake_one()  # woken and cancelled at once: the wake must not be lost
+                raise
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+
+    def _take_due(self) -> K | None:
+        if self._earliest() is None or self._heap[0][0] > self._clock():
+            return None
+        _, _, key = heapq.heappop(self._heap)
+        del self._due[key]
+        self._in_flight.add(key)
+        return key
+
+    def _earliest(self) -> float | None:
+        """When the earliest scheduled key falls due (stale heap entries, rescheduled or removed, are dropped)."""
+        while self._heap:
+            when, _, key = self._heap[0]
+            if self._due.get(key) == when:
+                return when
+            heapq.heappop(self._heap)
+        return None
+
+    def _wake_one(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def _arm_timer(self) -> None:
+        """One timer, for the earliest key, and only while a worker waits for it."""
+        earliest = self._earliest() if self._waiters else None
+        if earliest == self._timer_for:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer, self._timer_for = None, earliest
+        if earliest is not None and self._loop is not None:
+            self._timer = self._loop.call_later(max(0.0, earliest - self._clock()), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = self._timer_for = None
+        self._wake_one()
 
 
 class OffTheEventLoop(RuntimeError):

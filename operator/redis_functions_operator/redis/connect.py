@@ -2,9 +2,10 @@
 
 Why per-node clients and not ``RedisCluster``: redis-py's cluster client sends FUNCTION commands only to the
 primaries it learned from CLUSTER SLOTS (a 0-slot primary is missed), raises the first error of a multi-node call
-and hides the others (facts §5, §6.6). The engine needs one answer per node, so it opens one plain connection per
-node and does its own topology discovery. Discovery, loading and verification all go through :class:`Connector`, so
-auth and TLS are applied the same way everywhere.
+and hides the others (``docs/redis-facts.md`` F5, F6). The engine needs one answer per node, so it opens one plain
+connection per node and does its own topology discovery. Discovery, loading and verification all go through
+:class:`Connector`, so auth and TLS are applied the same way everywhere (the watch's pulses, which keep their own
+connections, build TLS from the same settings: ``redis/pulse.py``).
 
 Secrets: :class:`Credentials` never prints its password (``repr=False``), and no message built here contains
 connection arguments.
@@ -135,6 +136,10 @@ class _TrimmablePool(aioredis.BlockingConnectionPool):
     the pool's own lists under its own condition, as its get_connection and release do (redis-py is pinned;
     tests/redis/test_connections.py fails if that changes)."""
 
+    def size(self) -> int:
+        """Connections open now, idle or in use."""
+        return len(self._available_connections) + len(self._in_use_connections)
+
     async def trim(self, keep: int) -> int:
         surplus = []
         async with self._condition:
@@ -174,6 +179,16 @@ def add_command_observer(observer: CommandObserver) -> None:
 def remove_command_observer(observer: CommandObserver) -> None:
     if observer in _OBSERVERS:
         _OBSERVERS.remove(observer)
+
+
+def tell_observers(commands: Sequence[tuple[Any, ...]], seconds: float, ok: bool) -> None:
+    """One round trip of ``commands`` took ``seconds``: each command gets its share."""
+    if _OBSERVERS and commands:
+        share = seconds / len(commands)
+        for args in commands:
+            name = command_name(args)
+            for observer in _OBSERVERS:
+                observer(name, share, ok)
 
 
 def command_name(args: tuple[Any, ...]) -> str:
@@ -250,17 +265,19 @@ class Connector:
             self._scrub(exc)
             raise
         finally:
-            if _OBSERVERS:
-                share = (time.perf_counter() - started) / len(commands)
-                for args in commands:
-                    name = command_name(args)
-                    for observer in _OBSERVERS:
-                        observer(name, share, ok)
+            tell_observers(commands, time.perf_counter() - started, ok)
 
     def _scrub(self, exc: BaseException) -> None:
         creds = self.target.credentials
         if creds is not None and creds.password:
             scrub(exc, creds.password)
+
+    def holds_more_than(self, keep: int) -> bool:
+        """Whether some node's pool holds more than ``keep`` connections (read without waiting: every poll asks)."""
+        return any(
+            isinstance(pool := client.connection_pool, _TrimmablePool) and pool.size() > keep
+            for client in self._clients.values()
+        )
 
     async def give_back_idle(self, keep: int = CONNECTIONS_AT_REST) -> int:
         """Close idle connections beyond ``keep`` per node (the oldest first); returns how many were closed. The
@@ -276,7 +293,8 @@ class Connector:
     async def aclose(self) -> None:
         clients, self._clients = list(self._clients.values()), {}
         for client in clients:
-            await client.aclose()
+            # The pool is ours (passed in), so redis-py would leave its connections open until garbage collection.
+            await client.aclose(close_connection_pool=True)
 
     async def __aenter__(self) -> Connector:
         return self
