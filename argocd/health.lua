@@ -7,7 +7,8 @@
 --   metadata.generation not yet observed (status.observedGeneration, -1 until the operator acts)            -> Progressing
 --   ReconciliationPaused=True the annotations no longer ask for (the operator has not resumed yet)            -> Progressing
 --   ReconciliationPaused=True for an annotation value only the operator can read (see annotationSays)         -> Suspended
---   Stalled=True (compile error, function-name conflict, bad credentials, missing Secret...)                  -> Degraded
+--   Stalled=True (compile error, function-name conflict, bad credentials, missing Secret..., and drift left
+--     as found by driftPolicy Report or managementPolicy Observe: reason Drifted, naming the nodes)           -> Degraded
 --   Reconciling=True (loading, or a transient error the operator retries)                                     -> Progressing
 --   Ready=True (every primary holds the exact code)                                                            -> Healthy
 --   anything else                                                                                              -> Progressing

@@ -137,6 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="print RedisFunctionLibrary manifests for loaded libraries")
     _add_target(export)
     export.add_argument("--namespace", help="metadata.namespace of the manifests")
+    export.add_argument(
+        "--observe",
+        action="store_true",
+        help="managementPolicy: Observe: the operator only watches (never writes); adopt first, enforce later",
+    )
     export.add_argument("names", nargs="*", metavar="NAME")
     export.set_defaults(handler=cmd_export)
 
@@ -502,14 +507,19 @@ def cmd_export(args: argparse.Namespace) -> int:
         code = max(set(variants), key=variants.count)
         if len(set(variants)) > 1:
             print(f"warning: {name} differs between primaries; exporting the most common code", file=sys.stderr)
-        documents.append(library_manifest(name, code, target, args.namespace))
+        documents.append(library_manifest(name, code, target, args.namespace, observe=args.observe))
     yaml.add_representer(str, _yaml_str, Dumper=yaml.SafeDumper)
     print(yaml.safe_dump_all(documents, sort_keys=False, width=1 << 20), end="")
     return EXIT_OK
 
 
-def library_manifest(name: str, code: bytes, target: Target, namespace: str | None) -> dict[str, Any]:
-    """A RedisFunctionLibrary for an already-loaded library, accepted by the CRD as is."""
+def library_manifest(
+    name: str, code: bytes, target: Target, namespace: str | None, observe: bool = False
+) -> dict[str, Any]:
+    """A RedisFunctionLibrary for an already-loaded library, accepted by the CRD as is. ``deletionPolicy: Retain``:
+    adopting a library must not make deleting the object delete it. With ``observe`` the object only watches
+    (``managementPolicy: Observe``): a team sees the operator's view of what it loaded by hand before letting it
+    enforce anything."""
     metadata: dict[str, Any] = {"name": _k8s_name(name)}
     if namespace:
         metadata["namespace"] = namespace
@@ -518,17 +528,20 @@ def library_manifest(name: str, code: bytes, target: Target, namespace: str | No
         spec_target["sentinel"] = {"masterName": target.sentinel_master}
     if target.tls:
         spec_target["tls"] = {"enabled": True}
+    spec: dict[str, Any] = {
+        "libraryName": name,
+        "version": f"sha256-{code_sha256(code)[:12]}",
+        "code": code.decode("utf-8", "surrogateescape"),
+        "target": spec_target,
+        "deletionPolicy": "Retain",
+    }
+    if observe:
+        spec["managementPolicy"] = "Observe"
     return {
         "apiVersion": "redisfunctions.dev/v1alpha1",
         "kind": "RedisFunctionLibrary",
         "metadata": metadata,
-        "spec": {
-            "libraryName": name,
-            "version": f"sha256-{code_sha256(code)[:12]}",
-            "code": code.decode("utf-8", "surrogateescape"),
-            "target": spec_target,
-            "deletionPolicy": "Retain",
-        },
+        "spec": spec,
     }
 
 

@@ -87,6 +87,8 @@ def test_minimal_object_gets_defaults_and_reads_in_progress(control_plane: Contr
     assert spec["target"]["mode"] == "auto"
     assert spec["deletionPolicy"] == "Delete"
     assert spec["resyncInterval"] == "60s"
+    assert spec["driftPolicy"] == "Repair"
+    assert spec["managementPolicy"] == "Full"
     assert "libraryName" not in spec  # not derived by the apiserver; the operator reports status.libraryName
 
 
@@ -127,6 +129,10 @@ ACCEPTED: list[tuple[str, dict[str, Any]]] = [
     ("resync-compound", {"resyncInterval": "1h30m"}),
     ("resync-fraction", {"resyncInterval": "1.5m"}),
     ("retain", {"deletionPolicy": "Retain", "version": "1.2.3-rc.1+build"}),
+    ("drift-report", {"driftPolicy": "Report"}),
+    ("drift-repair", {"driftPolicy": "Repair"}),
+    ("observe", {"managementPolicy": "Observe", "driftPolicy": "Report"}),
+    ("full", {"managementPolicy": "Full"}),
     ("max-endpoints", {"target": {"endpoints": [f"r-{i}:6379" for i in range(64)]}}),
     ("port-65535", {"target": {"endpoints": ["r:65535", "r:1"]}}),
 ]  # fmt: skip
@@ -230,6 +236,13 @@ REJECTED: list[tuple[str, Callable[[Obj], Obj], str | tuple[str, ...]]] = [
      "target.tls settings need target.tls.enabled set to true"),
     # deletionPolicy, resyncInterval
     ("deletionPolicy-unknown", _set("deletionPolicy", "Orphan"), 'spec.deletionPolicy: Unsupported value: "Orphan"'),
+    # driftPolicy, managementPolicy: enums, matched case-sensitively as the operator reads them
+    ("driftPolicy-unknown", _set("driftPolicy", "Ignore"), 'spec.driftPolicy: Unsupported value: "Ignore"'),
+    ("driftPolicy-lowercase", _set("driftPolicy", "report"), 'spec.driftPolicy: Unsupported value: "report"'),
+    ("managementPolicy-unknown", _set("managementPolicy", "ObserveOnly"),
+     'spec.managementPolicy: Unsupported value: "ObserveOnly"'),
+    ("managementPolicy-list", _set("managementPolicy", ["Observe"]),  # Crossplane's spelling: one value here
+     ('spec.managementPolicy in body must be of type string: "array"', 'supported values: "Full", "Observe"')),
     ("resync-words", _set("resyncInterval", "1 minute"), MSG_DURATION),
     ("resync-no-unit", _set("resyncInterval", "60"), MSG_DURATION),
     ("resync-negative", _set("resyncInterval", "-5s"), MSG_DURATION),

@@ -367,6 +367,25 @@ def test_compile_error_is_failed_and_degraded(
     rfl.delete("compile-error")
 
 
+def test_drift_left_as_found_is_failed_and_degraded(
+    rfl: Libraries, redis_standalone: rs.RedisServer, kstatus_tool: Path
+) -> None:
+    """``driftPolicy: Report`` after a library was deleted by hand: nothing will change until a person acts, so
+    Helm 4 and Flux stop waiting (Failed) and Argo CD shows Degraded, all with the node named (README "Drift
+    policy")."""
+    rfl.apply("drifted", [redis_standalone.address], code=library_code("gitops_drifted"), driftPolicy="Report")
+    rfl.wait_ready("drifted")
+    redis_standalone.client().execute_command("FUNCTION", "DELETE", "gitops_drifted")
+    rfl.wait_condition("drifted", "Drifted", "True", reason="Drifted")
+    obj = rfl.get("drifted")
+    k, a = check_state("drifted", obj, kstatus_tool, "Failed", "Degraded", {redis_standalone.address: UP_ENDPOINT})
+    assert k["message"] == conditions(obj)["Stalled"]["message"]
+    assert f"{redis_standalone.address} lacks library gitops_drifted" in k["message"]
+    assert a["message"].startswith("Drifted: ") and redis_standalone.address in a["message"]
+    assert conditions(obj)["Ready"]["status"] == "False"  # kubectl wait --for=condition=Ready does not succeed
+    rfl.delete("drifted")
+
+
 def test_transient_error_is_in_progress_and_progressing(
     rfl: Libraries, kstatus_tool: Path, watch: Callable[[str], Watch]
 ) -> None:

@@ -173,6 +173,24 @@ def test_delete_and_export_round_trip(redis_cluster: rs.Cluster, tmp_path: Path,
     assert cli("delete", "--redis", url, unique_name).returncode == 0  # "Library not found" counts as done
 
 
+def test_export_observe_writes_objects_that_only_watch(
+    redis_standalone: rs.RedisServer, tmp_path: Path, unique_name: str
+) -> None:
+    lib = write_library(tmp_path, unique_name, "return 'adopted'")
+    assert cli("sync", "--redis", redis_standalone.url, str(lib)).returncode == 0
+    try:
+        plain = yaml.safe_load(cli("export", "--redis", redis_standalone.url, unique_name).stdout)
+        assert "managementPolicy" not in plain["spec"]  # the operator's default: Full
+        exported = cli("export", "--redis", redis_standalone.url, "--observe", unique_name)
+        assert exported.returncode == 0, exported.stderr
+        [doc] = list(yaml.safe_load_all(exported.stdout))
+        assert doc["spec"]["managementPolicy"] == "Observe"
+        assert doc["spec"]["deletionPolicy"] == "Retain"
+        assert doc["spec"]["code"].encode() == lib.read_bytes()
+    finally:
+        assert cli("delete", "--redis", redis_standalone.url, unique_name).returncode == 0
+
+
 @pytest.mark.parametrize(
     ("source", "destination"),
     [pytest.param(s, d, id=f"{s}-to-{d}") for s, d in [("redis", "valkey"), *((r, r) for r in rs.BUILT)]],

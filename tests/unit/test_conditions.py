@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from redis_functions_operator.reconcile.conditions import (
+    DRIFTED,
     ORDER,
     PAUSED,
     READY,
@@ -24,7 +25,8 @@ T1 = "2025-01-01T00:01:00Z"
 def test_condition_types_are_the_kstatus_names() -> None:
     # kstatus reads exactly these (case-sensitive); kubectl wait matches Ready case-insensitively.
     assert (READY, RECONCILING, STALLED, PAUSED) == ("Ready", "Reconciling", "Stalled", "ReconciliationPaused")
-    assert ORDER == (READY, RECONCILING, STALLED, PAUSED)
+    assert DRIFTED == "Drifted"  # ours, abnormal-true like Stalled (driftPolicy Report, managementPolicy Observe)
+    assert ORDER == (READY, RECONCILING, STALLED, DRIFTED, PAUSED)
 
 
 @pytest.mark.parametrize(("status", "text"), [(True, "True"), (False, "False"), (None, "Unknown")])
@@ -53,7 +55,7 @@ def test_message_defaults_to_empty_string() -> None:
 def test_every_condition_carries_observed_generation() -> None:
     desired = [Condition(t, False, "X") for t in ORDER]
     rendered = render_conditions(desired, [], generation=42, now=T0)
-    assert [c["observedGeneration"] for c in rendered] == [42] * 4
+    assert [c["observedGeneration"] for c in rendered] == [42] * len(ORDER)
 
 
 def test_written_in_stable_order_whatever_the_input_order() -> None:

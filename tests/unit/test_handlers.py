@@ -9,8 +9,12 @@ registered, not a list of names.
 from __future__ import annotations
 
 import inspect
+from typing import Any
+
+import pytest
 
 from redis_functions_operator.k8s import handlers
+from redis_functions_operator.k8s.controller import needs_cleanup
 
 
 def registered_handlers() -> list[object]:
@@ -29,3 +33,20 @@ def test_every_handler_runs_on_the_event_loop() -> None:
     plain = sorted(getattr(fn, "__name__", repr(fn)) for fn in fns if not inspect.iscoroutinefunction(fn))
     # login is kopf's own credentials helper wrapper: it runs once, before the controller exists, and touches nothing.
     assert plain == ["login"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "annotations", "finalizer"),
+    [
+        ({}, {}, True),  # deletionPolicy Delete by default
+        ({"deletionPolicy": "Retain"}, {}, False),
+        ({}, {"redisfunctions.dev/managed": "false"}, False),
+        ({}, {"redisfunctions.dev/pause-reconciliation": "true"}, False),
+        ({"managementPolicy": "Observe"}, {}, False),  # an observer never writes, so deleting it deletes nothing
+        ({"managementPolicy": "Full", "driftPolicy": "Report"}, {}, True),
+    ],
+)
+def test_the_cleanup_finalizer_is_kept_only_when_deleting_must_delete(
+    spec: dict[str, Any], annotations: dict[str, str], finalizer: bool
+) -> None:
+    assert needs_cleanup({"metadata": {"annotations": annotations}, "spec": spec}) is finalizer

@@ -17,7 +17,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import urllib3.exceptions
@@ -40,19 +40,26 @@ from redis_functions_operator.library import (
     vet,
     vetted,
 )
-from redis_functions_operator.reconcile import schedule
+from redis_functions_operator.reconcile import drift, schedule
 from redis_functions_operator.reconcile.conditions import READY, find
 from redis_functions_operator.reconcile.spec import (
     RECONCILE_REQUEST_ANNOTATION,
     Controls,
     DeletionPolicy,
     LibrarySpec,
+    ManagementPolicy,
     RefKind,
     SpecError,
     parse_controls,
     parse_spec,
 )
-from redis_functions_operator.reconcile.status import Attempt, Failure, render_status, status_changed
+from redis_functions_operator.reconcile.status import (
+    DRIFTED_REASON,
+    Attempt,
+    Failure,
+    render_status,
+    status_changed,
+)
 from redis_functions_operator.redis import sync as engine
 from redis_functions_operator.redis.connect import Connector, Target
 from redis_functions_operator.redis.errors import ErrorKind
@@ -348,7 +355,10 @@ class Controller:
             spec = parse_spec(body.get("spec") or {})
         except SpecError as exc:
             return await self._fail(tracked, ref, base, previous, Failure(exc.reason, exc.message, True), 300.0)
-        base = Attempt(generation=ref.generation, now=now, controls=controls, version=spec.version)
+        base = Attempt(
+            generation=ref.generation, now=now, controls=controls, version=spec.version,
+            drift_policy=spec.drift_policy, management_policy=spec.management_policy,
+        )  # fmt: skip
         try:
             resolved = await resolve(spec, ref.namespace, self.kube, self.settings.redis_timeout)
         except ResolveError as exc:
@@ -383,15 +393,18 @@ class Controller:
             )
             return await self._fail(tracked, ref, base, previous, Failure("ResourceConflict", message, True), 300.0)
         self.watchers.attach(resolved.target, key)
+        writes = drift.may_write(
+            spec.drift_policy, spec.management_policy, previous, ref.generation, library.sha256,
+            controls.reconcile_requested_at,
+        )  # fmt: skip
+        if not writes:
+            return await self._check(tracked, ref, spec, library, resolved.target, topology, base, previous)
 
         observed = previous.get("observedGeneration")
         if observed not in (None, -1) and observed != ref.generation:
             # An update of a live library: say Reconciling while the new code goes out. (A brand-new object already
             # reads InProgress through observedGeneration -1; skipping the write halves the API calls at scale.)
-            in_progress = Attempt(
-                generation=ref.generation, now=now, controls=controls, version=spec.version, library=library,
-                in_progress=True,
-            )  # fmt: skip
+            in_progress = replace(base, library=library, in_progress=True)
             previous = await self._write_status(ref, in_progress, previous, wait=True)
 
         lost = self._losses(tracked, library, controls)
@@ -409,14 +422,56 @@ class Controller:
             tracked.lost_nodes = [*lost, result.blocking_node or "a primary"]
             if len(tracked.lost_nodes) >= LOSSES_BEFORE_STOPPING:
                 return await self._fail(tracked, ref, base, previous, _lost_failure(tracked.lost_nodes), 300.0)
-        attempt = Attempt(
-            generation=ref.generation, now=now, controls=controls, version=spec.version, library=library,
-            result=result, retry_in=delay,
-        )  # fmt: skip
+        attempt = replace(base, library=library, result=result, retry_in=delay)
         await self._post_events(ref, spec, library, result, previous, attempt, tracked.wake_reasons)
         tracked.wake_reasons = []
         await self._write_status(ref, attempt, previous)
         return delay
+
+    async def _check(
+        self,
+        tracked: Tracked,
+        ref: ObjectRef,
+        spec: LibrarySpec,
+        library: Library,
+        target: Target,
+        topology: Topology | None,
+        base: Attempt,
+        previous: Mapping[str, Any],
+    ) -> float:
+        """Read every primary and report what differs, writing nothing to Redis (``driftPolicy: Report`` once the
+        spec is loaded; ``managementPolicy: Observe`` always)."""
+        connector = self._connector(target)
+        known = None
+        if topology is not None and tracked.wake_reasons and self._burst(target):
+            known = await self.listings.known(target, topology, connector)
+            metrics.SHARED_LISTING_SYNCS.inc()
+        result = await engine.check(library, target, connector=connector, topology=topology, known=known)
+        delay = self._next_delay(tracked, spec, result)
+        attempt = replace(base, library=library, result=result, retry_in=delay)
+        await self._report_drift(ref, attempt, previous, tracked.wake_reasons)
+        await self._post_events(ref, spec, library, result, previous, attempt, tracked.wake_reasons)
+        tracked.wake_reasons = []
+        await self._write_status(ref, attempt, previous)
+        return delay
+
+    async def _report_drift(
+        self, ref: ObjectRef, attempt: Attempt, previous: Mapping[str, Any], wake_reasons: list[str]
+    ) -> None:
+        """A Warning event and the metric for primaries found drifted that the last status did not show so."""
+        result = attempt.result
+        if result is None:
+            return
+        newly = drift.newly_drifted(result, previous.get("nodes") or [])
+        for node in newly:
+            metrics.DRIFT_DETECTED.labels("missing" if node.before_sha256 is None else "different").inc()
+        if not newly:
+            return
+        only_new = replace(result, nodes=tuple(newly))
+        because = f" after: {'; '.join(wake_reasons)}" if wake_reasons else ""
+        message = f"{drift.describe(only_new)}{because}; {drift.left_as_found(attempt.management_policy)}"
+        log.warning("%s: drift: %s", ref, message)
+        self.kube.emit(ref, "Warning", DRIFTED_REASON, message)
 
     @staticmethod
     def _losses(tracked: Tracked, library: Library, controls: Controls) -> list[str]:
@@ -431,7 +486,7 @@ class Controller:
         return burst > 0 and self.watchers.key_count(target) >= burst
 
     def _next_delay(self, tracked: Tracked, spec: LibrarySpec, result: SyncResult) -> float:
-        if result.ok:
+        if result.ok or (result.error is None and result.drifted):  # drift left as found: watched, not retried
             tracked.failures_in_a_row = 0
             return schedule.after_success(spec.resync_seconds)
         tracked.failures_in_a_row += 1
@@ -449,10 +504,7 @@ class Controller:
         delay: float,
     ) -> float:
         tracked.failures_in_a_row += 1
-        attempt = Attempt(
-            generation=base.generation, now=base.now, controls=base.controls, version=base.version,
-            failure=failure, retry_in=delay,
-        )  # fmt: skip
+        attempt = replace(base, failure=failure, retry_in=delay)
         old_ready = find(previous.get("conditions") or [], READY)
         if not old_ready or old_ready.get("reason") != failure.reason:
             log.warning("%s: %s: %s", ref, failure.reason, failure.message)
@@ -513,6 +565,8 @@ class Controller:
         if not result.ok:
             old_ready = find(previous.get("conditions") or [], READY)
             new_ready = find(render_status(attempt, previous)["conditions"], READY)
+            if new_ready and new_ready.get("reason") == DRIFTED_REASON:
+                return  # _report_drift posts its own event, per newly drifted primary
             if new_ready and (not old_ready or old_ready.get("reason") != new_ready.get("reason")):
                 log.warning("%s: %s: %s", ref, new_ready["reason"], new_ready["message"])
                 self.kube.emit(ref, "Warning", str(new_ready["reason"]), str(new_ready["message"]))
@@ -528,6 +582,8 @@ class Controller:
             spec = parse_spec(body.get("spec") or {})
         except SpecError as exc:
             return f"nothing deleted: {exc.message}"
+        if spec.management_policy is ManagementPolicy.OBSERVE:  # no finalizer then; this is for a racing switch
+            return "nothing deleted: managementPolicy Observe never writes to Redis"
         name = status.get("libraryName") or spec.library_name
         if not name and spec.code is not None:
             try:
@@ -606,7 +662,13 @@ def _for_spec(vetting: Vetting, spec: LibrarySpec) -> Library | Failure:
     )
 
 
-_OUTCOME_OF_STATE = {"ready": "verified", "reconciling": "transient", "stalled": "permanent", "paused": "paused"}
+_OUTCOME_OF_STATE = {
+    "ready": "verified",
+    "reconciling": "transient",
+    "stalled": "permanent",
+    "paused": "paused",
+    "drifted": "drifted",
+}
 
 
 def state_of(attempt: Attempt) -> str:
@@ -616,6 +678,8 @@ def state_of(attempt: Attempt) -> str:
         return "reconciling"
     if attempt.ok:
         return "ready"
+    if attempt.left_drifted:
+        return "drifted"
     return "stalled" if attempt.permanent else "reconciling"
 
 
@@ -665,7 +729,8 @@ def needs_cleanup(body: Mapping[str, Any]) -> bool:
     spec = body.get("spec") or {}
     controls = parse_controls((body.get("metadata") or {}).get("annotations"))
     policy = spec.get("deletionPolicy") or DeletionPolicy.DELETE.value
-    return policy == DeletionPolicy.DELETE.value and controls.managed and not controls.paused
+    observing = spec.get("managementPolicy") == ManagementPolicy.OBSERVE.value  # never writes, so never deletes
+    return policy == DeletionPolicy.DELETE.value and controls.managed and not controls.paused and not observing
 
 
 def _brief(exc: BaseException) -> str:

@@ -31,7 +31,7 @@ PREFIX = "redis_functions_operator"
 
 RECONCILES = Counter(
     f"{PREFIX}_reconciles",
-    "Reconciles by outcome: verified, transient, permanent, paused, error (an unexpected exception).",
+    "Reconciles by outcome: verified, transient, permanent, drifted, paused, error (an unexpected exception).",
     ["outcome"],
     registry=REGISTRY,
 )
@@ -44,13 +44,20 @@ RECONCILE_SECONDS = Histogram(
 )
 LIBRARIES = Gauge(
     f"{PREFIX}_libraries",
-    "RedisFunctionLibrary objects by state: ready, reconciling, stalled, paused.",
+    "RedisFunctionLibrary objects by state: ready, reconciling, stalled, drifted, paused.",
     ["state"],
     registry=REGISTRY,
 )
 DRIFT_REPAIRS = Counter(
     f"{PREFIX}_drift_repairs",
     "Primaries repaired because they lacked the library (missing) or held other code (different).",
+    ["reason"],
+    registry=REGISTRY,
+)
+DRIFT_DETECTED = Counter(
+    f"{PREFIX}_drift_detected",
+    "Primaries found without the library (missing) or with other code (different) and left as found, by "
+    "driftPolicy Report or managementPolicy Observe; counted once per drift, not per resync.",
     ["reason"],
     registry=REGISTRY,
 )

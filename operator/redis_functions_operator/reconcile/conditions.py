@@ -15,9 +15,12 @@ READY = "Ready"
 RECONCILING = "Reconciling"
 STALLED = "Stalled"
 PAUSED = "ReconciliationPaused"
+#: Only with ``driftPolicy: Report`` or ``managementPolicy: Observe``: True while some primary lacks the code and
+#: the operator, by that policy, leaves it so (abnormal-true, like Stalled; kstatus ignores it, Ready carries it).
+DRIFTED = "Drifted"
 
 #: The order conditions are written in (stable output keeps diffs small).
-ORDER = (READY, RECONCILING, STALLED, PAUSED)
+ORDER = (READY, RECONCILING, STALLED, DRIFTED, PAUSED)
 
 
 @dataclass(frozen=True)

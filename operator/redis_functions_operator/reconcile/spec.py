@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from redis_functions_operator.redis.connect import Endpoint, Mode
 
@@ -28,6 +28,22 @@ MAX_RESYNC_SECONDS = 24 * 3600.0
 class DeletionPolicy(StrEnum):
     DELETE = "Delete"
     RETAIN = "Retain"
+
+
+class DriftPolicy(StrEnum):
+    """What a resync does about out-of-band drift (a FUNCTION FLUSH, a replaced or deleted library, a new empty
+    primary): repair it (the default), or only report it until the spec changes or the user asks."""
+
+    REPAIR = "Repair"
+    REPORT = "Report"
+
+
+class ManagementPolicy(StrEnum):
+    """``Full``: the operator loads, repairs and (per deletionPolicy) deletes. ``Observe``: it only reads, to adopt
+    a library loaded by hand: never a write to Redis, never a finalizer."""
+
+    FULL = "Full"
+    OBSERVE = "Observe"
 
 
 class RefKind(StrEnum):
@@ -73,6 +89,8 @@ class LibrarySpec:
     tls: TlsSpec | None
     deletion_policy: DeletionPolicy
     resync_seconds: float
+    drift_policy: DriftPolicy = DriftPolicy.REPAIR
+    management_policy: ManagementPolicy = ManagementPolicy.FULL
 
     def references(self) -> frozenset[tuple[RefKind, str]]:
         """Every Secret/ConfigMap this spec reads: a change to one of them is a reason to reconcile."""
@@ -141,6 +159,8 @@ def parse_spec(spec: Mapping[str, Any]) -> LibrarySpec:
         policy = DeletionPolicy(spec.get("deletionPolicy") or DeletionPolicy.DELETE.value)
     except ValueError:
         raise SpecError(f"spec.deletionPolicy {spec.get('deletionPolicy')!r} is not Delete or Retain") from None
+    drift_policy = _enum(DriftPolicy, spec.get("driftPolicy"), "spec.driftPolicy")
+    management_policy = _enum(ManagementPolicy, spec.get("managementPolicy"), "spec.managementPolicy")
     return LibrarySpec(
         code=code,
         code_from=code_from,
@@ -153,7 +173,23 @@ def parse_spec(spec: Mapping[str, Any]) -> LibrarySpec:
         tls=_parse_tls(target.get("tls")),
         deletion_policy=policy,
         resync_seconds=_parse_resync(spec.get("resyncInterval")),
+        drift_policy=drift_policy,
+        management_policy=management_policy,
     )
+
+
+_Policy = TypeVar("_Policy", DriftPolicy, ManagementPolicy)
+
+
+def _enum(kind: type[_Policy], value: Any, where: str) -> _Policy:
+    """``value`` as one of ``kind``'s values; absent or empty means the first (the default)."""
+    if value in (None, ""):
+        return next(iter(kind))
+    try:
+        return kind(value)
+    except ValueError:
+        choices = " or ".join(member.value for member in kind)
+        raise SpecError(f"{where} {value!r} is not {choices}") from None
 
 
 def _parse_code_from(value: Any) -> KeyRef | None:

@@ -9,8 +9,17 @@ working on a new generation            False      True         False    —
 every primary verified                 True       False        False    —
 transient failure (will retry)         False      True         False    —
 permanent failure (needs a change)     False      False        True     —
+drift left as found (Report, Observe)  False      False        True     —
 paused or unmanaged                    —          False        False    True
 =====================================  =========  ===========  =======  ==================================
+
+Drift left as found is Stalled, reason ``Drifted``: the declared state does not hold (so Ready=False, and
+``kubectl wait`` does not succeed), nothing is in progress (Reconciling=False), and only a person can change that
+(a spec change, ``reconcile-requested-at``, or someone reloading the library), which is what Stalled means to
+kstatus: Helm 4 ``--wait`` and Flux fail fast with the message naming the nodes instead of waiting out their
+timeout, and Argo CD shows Degraded. With ``driftPolicy: Report`` or ``managementPolicy: Observe`` a ``Drifted``
+condition (abnormal-true) also says, per primary, what differs: True while drifted, False once every primary
+holds the code, Unknown when not every primary could be read. README "Drift policy" has the reasoning.
 
 Reasons are PascalCase and stable: ``Verified``, ``Progressing``, ``ProgressingWithRetry``, the engine's
 :class:`ErrorKind` values (``CompileError``, ``FunctionNameConflict``, ``AuthenticationFailed``...), and the spec
@@ -25,7 +34,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis_functions_operator.library import Library
+from redis_functions_operator.reconcile import drift
 from redis_functions_operator.reconcile.conditions import (
+    DRIFTED,
     PAUSED,
     READY,
     RECONCILING,
@@ -33,13 +44,15 @@ from redis_functions_operator.reconcile.conditions import (
     Condition,
     render_conditions,
 )
-from redis_functions_operator.reconcile.spec import Controls
+from redis_functions_operator.reconcile.spec import Controls, DriftPolicy, ManagementPolicy
 from redis_functions_operator.redis.errors import NodeError
 from redis_functions_operator.redis.sync import NodeResult, Outcome, SyncResult
 
 VERIFIED = "Verified"
 PROGRESSING = "Progressing"
 WITH_RETRY = "ProgressingWithRetry"
+DRIFTED_REASON = "Drifted"
+IN_SYNC = "InSync"
 
 #: status.functions lists at most this many (an object, status included, must fit etcd's 1.5 MiB request limit).
 MAX_FUNCTIONS = 256
@@ -69,6 +82,19 @@ class Attempt:
     failure: Failure | None = None
     retry_in: float | None = None
     in_progress: bool = False  # a rollout is starting: write Reconciling before touching Redis
+    drift_policy: DriftPolicy = DriftPolicy.REPAIR
+    management_policy: ManagementPolicy = ManagementPolicy.FULL
+
+    @property
+    def reports_drift(self) -> bool:
+        """Whether drift may be left as found (and so a Drifted condition is kept)."""
+        return self.drift_policy is DriftPolicy.REPORT or self.management_policy is ManagementPolicy.OBSERVE
+
+    @property
+    def left_drifted(self) -> bool:
+        """Every primary was read, and some lack the code: a check found drift it does not repair."""
+        result = self.result
+        return self.failure is None and result is not None and result.error is None and bool(result.drifted)
 
     @property
     def permanent(self) -> bool:
@@ -82,6 +108,25 @@ class Attempt:
 
 
 def desired_conditions(attempt: Attempt) -> list[Condition]:
+    conditions = _kstatus_conditions(attempt)
+    ready = next((c for c in conditions if c.type == READY), None)
+    if attempt.reports_drift and ready is not None:  # not while paused: nothing is read then
+        conditions.append(drifted_condition(attempt, ready))
+    return conditions
+
+
+def drifted_condition(attempt: Attempt, ready: Condition) -> Condition:
+    """True naming the drifted primaries; False once every primary holds the code; Unknown otherwise (not every
+    primary could be read, or a rollout is under way), with the Ready reason."""
+    result = attempt.result
+    if attempt.failure is None and result is not None and result.drifted:
+        return Condition(DRIFTED, True, DRIFTED_REASON, drift.describe(result))
+    if attempt.ok:
+        return Condition(DRIFTED, False, IN_SYNC, "every primary holds the code")
+    return Condition(DRIFTED, None, ready.reason, "not every primary has been read")
+
+
+def _kstatus_conditions(attempt: Attempt) -> list[Condition]:
     controls = attempt.controls
     if not controls.managed or controls.paused:
         reason = "Unmanaged" if not controls.managed else "Paused"
@@ -109,6 +154,17 @@ def desired_conditions(attempt: Attempt) -> list[Condition]:
             Condition(READY, True, VERIFIED, message),
             Condition(RECONCILING, False, VERIFIED, message),
             Condition(STALLED, False, VERIFIED, message),
+        ]
+    if attempt.left_drifted:
+        assert attempt.result is not None
+        message = (
+            f"{drift.describe(attempt.result)}; {summary(attempt.result)}; "
+            f"{drift.left_as_found(attempt.management_policy)}"
+        )
+        return [
+            Condition(READY, False, DRIFTED_REASON, message),
+            Condition(RECONCILING, False, DRIFTED_REASON, message),
+            Condition(STALLED, True, DRIFTED_REASON, message),
         ]
     reason, message = failure_reason(attempt)
     if attempt.permanent:
@@ -203,11 +259,25 @@ def render_status(attempt: Attempt, previous: Mapping[str, Any] | None) -> dict[
         for key in ("nodes", "readyPrimaries", "lastSyncTime"):
             if key in previous:
                 status[key] = previous[key]
+    applied = _applied(attempt, previous)
+    if applied is not None:
+        status[drift.APPLIED_FIELD] = applied
     if attempt.controls.reconcile_requested_at is not None:
         status["lastHandledReconcileAt"] = attempt.controls.reconcile_requested_at
     elif "lastHandledReconcileAt" in previous:
         status["lastHandledReconcileAt"] = previous["lastHandledReconcileAt"]
     return status
+
+
+def _applied(attempt: Attempt, previous: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``status.lastApplied`` (``driftPolicy: Report`` only): these inputs once every primary is verified, else
+    what it was."""
+    if attempt.drift_policy is not DriftPolicy.REPORT or attempt.management_policy is ManagementPolicy.OBSERVE:
+        return None
+    if attempt.ok and attempt.library is not None:
+        return drift.applied_marker(attempt.generation, attempt.library.sha256, attempt.controls.reconcile_requested_at)
+    kept = previous.get(drift.APPLIED_FIELD)
+    return dict(kept) if isinstance(kept, Mapping) else None
 
 
 def node_entries(result: SyncResult) -> list[dict[str, Any]]:
@@ -239,6 +309,8 @@ def node_state(node: NodeResult) -> str:
     flip the status Loaded -> Verified one reconcile later)."""
     if node.verified:
         return VERIFIED
+    if node.outcome is Outcome.DRIFTED:
+        return drift.node_state(node)
     if node.error is not None and node.error.kind.value in _UNREACHABLE_KINDS:
         return "Unreachable"
     return {Outcome.SKIPPED: "Skipped", Outcome.ROLLED_BACK: "RolledBack"}.get(node.outcome, "Failed")
@@ -261,6 +333,7 @@ OWNED_FIELDS = (
     "nodes",
     "lastSyncTime",
     "lastHandledReconcileAt",
+    drift.APPLIED_FIELD,
 )
 
 

@@ -6,7 +6,7 @@ The plan, and why each step exists:
 1. **Discover** the primaries (``topology``), never trusting a cached view: failovers and new shards move them.
 2. **Read** each primary's copy with ``FUNCTION LIST LIBRARYNAME <name> WITHCODE``. The pattern is a
    case-insensitive glob, so only the exact-name entry counts; code is compared as bytes (Redis returns it
-   byte-exact) — never list order or DUMP bytes, which differ between equal nodes (facts §5, §7).
+   byte-exact) — never list order or DUMP bytes, which differ between equal nodes (``docs/redis-facts.md`` F7).
 3. Nodes already right are **left alone**: a re-sync of an unchanged library sends no FUNCTION LOAD.
 4. The vet's verdict is **applied to each primary** as discovery found it (engine, version, Lua engine;
    ``library/support.py``): when one would fail the library — no Lua engine, a load or a function that fails on
@@ -58,7 +58,12 @@ class Outcome(StrEnum):
     ROLLED_BACK = "RolledBack"  # took the new code, then was put back because another primary refused it
     SKIPPED = "Skipped"  # not attempted: the canary failed permanently
     DELETED = "Deleted"  # the library was removed from this primary (delete only)
+    DRIFTED = "Drifted"  # lacks the code or holds other code, and was left so: a read-only check (see ``check``)
     FAILED = "Failed"  # could not be read, loaded or verified; see the error
+
+
+#: Outcomes after which a primary does not hold the library's code.
+_NOT_HOLDING = (Outcome.FAILED, Outcome.SKIPPED, Outcome.ROLLED_BACK, Outcome.DRIFTED)
 
 
 class NodeState(StrEnum):
@@ -84,7 +89,7 @@ class NodeResult:
 
     @property
     def verified(self) -> bool:
-        return self.error is None and self.outcome not in (Outcome.FAILED, Outcome.SKIPPED, Outcome.ROLLED_BACK)
+        return self.error is None and self.outcome not in _NOT_HOLDING
 
 
 @dataclass(frozen=True)
@@ -112,6 +117,11 @@ class SyncResult:
     @property
     def changed(self) -> tuple[NodeResult, ...]:
         return tuple(n for n in self.nodes if n.outcome in (Outcome.LOADED, Outcome.REPAIRED))
+
+    @property
+    def drifted(self) -> tuple[NodeResult, ...]:
+        """The primaries a read-only :func:`check` found without the code (missing, or other code)."""
+        return tuple(n for n in self.nodes if n.outcome is Outcome.DRIFTED)
 
 
 @dataclass(frozen=True)
@@ -163,6 +173,42 @@ async def sync(
         except TopologyError as exc:
             return SyncResult(library.name, library.sha256, None, (), error=exc.error)
         return await _sync(library, topo, conn, known or {})
+
+
+async def check(
+    library: Library,
+    target: Target,
+    *,
+    connector: Connector | None = None,
+    topology: Topology | None = None,
+    known: Known | None = None,
+) -> SyncResult:
+    """Read, and only read, whether every primary holds exactly ``library``'s code: a result shaped like a sync's,
+    in which a primary holding the code is ``Unchanged`` and one lacking it (or holding other code) is ``Drifted``.
+
+    For an owner that must not write now (drift is reported, not repaired; an object that only observes): the
+    status reads the same as after a sync, and the drifted primaries are named. One read per primary (none for a
+    primary ``known`` covers)."""
+    async with _connector_for(target, connector) as conn:
+        try:
+            topo = topology or await discover(target, conn)
+        except TopologyError as exc:
+            return SyncResult(library.name, library.sha256, None, (), error=exc.error)
+        results = [NodeResult(n, Outcome.FAILED, error=e) for n, e in topo.unreachable]
+        if not topo.primaries:
+            error = topo.unreachable[0][1] if topo.unreachable else NodeError(ErrorKind.TOPOLOGY, "no primary found")
+            return SyncResult(library.name, library.sha256, topo, tuple(results), error=error)
+        snapshots = await asyncio.gather(*(_first_read(conn, n, library.name, known or {}) for n in topo.primaries))
+        results += [_checked(snapshot, library.code) for snapshot in snapshots]
+        results.sort(key=lambda r: r.node.endpoint)
+        return SyncResult(library.name, library.sha256, topo, tuple(results), error=_first_error(results))
+
+
+def _checked(snapshot: Snapshot, code: bytes) -> NodeResult:
+    if snapshot.error is not None:
+        return NodeResult(snapshot.node, Outcome.FAILED, error=snapshot.error)
+    outcome = Outcome.UNCHANGED if snapshot.code == code else Outcome.DRIFTED
+    return NodeResult(snapshot.node, outcome, snapshot.sha256, snapshot.sha256)
 
 
 async def sync_many(
@@ -660,6 +706,7 @@ __all__ = [
     "Role",
     "Snapshot",
     "SyncResult",
+    "check",
     "delete",
     "inspect",
     "parse_function_list",
