@@ -29,27 +29,13 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "operator"))
 
 import yaml  # noqa: E402
-from scale import idle_figures, libraries_on, ready_count, wait  # noqa: E402  (the 1000-library benchmark's helpers)
+from scale import idle_figures, libraries_on, operator_connections, ready_count, wait  # noqa: E402  (the 1000-library benchmark's helpers)
 
 from tests.support import redis_servers as rs  # noqa: E402
 from tests.support.control_plane import ControlPlane  # noqa: E402
 from tests.support.operator_process import OperatorProcess, operator_env  # noqa: E402
 
 NAMESPACE = "fleet"
-
-
-def operator_connections(server: rs.RedisServer) -> int:
-    """Connections on ``server`` that are not the harness' own admin client (which has lib-name redis-py too, so
-    it is told apart by its client id)."""
-    own = int(server.admin.execute_command("CLIENT", "ID"))
-    listing = server.admin.execute_command("CLIENT", "LIST").decode()
-    ids = [
-        int(field.split("=", 1)[1])
-        for line in listing.splitlines()
-        for field in line.split()
-        if field.startswith("id=")
-    ]
-    return sum(1 for i in ids if i != own)
 
 
 def main() -> int:

@@ -1,5 +1,7 @@
 """1000 RedisFunctionLibrary objects on one 3-primary/3-replica Redis cluster (a benchmark: prints figures).
 
+(``--primaries 24 --libraries 100``: the wide-cluster shape of issue 16, where connections per primary count.)
+
 1. The objects are created first (server-side apply, operator not running), then the operator starts: time from
    its start to every object Ready.
 2. Idle: operator RSS, CPU (% of one core) and Redis commands per second over a window at the default
@@ -7,8 +9,11 @@
 3. Repair with all 1000 on the target: FUNCTION FLUSH on one primary → every library back there; a new primary
    joined with CLUSTER MEET (0 slots) → every library on it (timed from the MEET, so the cluster's gossip and the
    watcher's next poll, up to 2 s, are included). ``--repeats`` rounds, medians reported; each round adds a primary.
+4. Connections: the operator's connections on every node at rest (CLIENT LIST), and one library's code patched →
+   the new code on every primary (from the start of ``kubectl patch``).
 
     .venv/bin/python bench/scale.py [--libraries 1000] [--idle-window 70] [--repeats 5] [--listing-burst 0] [--auth]
+        [--primaries 3]
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,6 +47,19 @@ def commands(values: dict[str, float]) -> float:
 
 def reconciles(values: dict[str, float]) -> float:
     return sum(v for k, v in values.items() if k.startswith("redis_functions_operator_reconciles_total"))
+
+
+def operator_connections(server: rs.RedisServer) -> int:
+    """Connections on ``server`` other than the harness' own admin client (which has lib-name redis-py too, so it
+    is told apart by its client id) and other than replicas' replication links (flag ``S``)."""
+    own = int(server.admin.execute_command("CLIENT", "ID"))
+    listing = server.admin.execute_command("CLIENT", "LIST").decode()
+    clients = [dict(f.split("=", 1) for f in line.split() if "=" in f) for line in listing.splitlines()]
+    return sum(1 for c in clients if int(c.get("id", own)) != own and "S" not in c.get("flags", ""))
+
+
+def code_on(server: rs.RedisServer, name: str) -> bytes | None:
+    return server.function_libraries().get(name)
 
 
 def libraries_on(server: rs.RedisServer) -> int:
@@ -93,6 +112,7 @@ def main() -> int:
     parser.add_argument("--idle-window", type=float, default=70.0, help="0: skip the idle measurements")
     parser.add_argument("--repeats", type=int, default=1, help="flush + new primary rounds (each adds a primary)")
     parser.add_argument("--auth", action="store_true", help="a password on every node, read from one Secret")
+    parser.add_argument("--primaries", type=int, default=3, help="cluster primaries (each with one replica)")
     parser.add_argument(
         "--listing-burst", type=int, default=None, help="passed to the operator (0: no shared listings, the 'before')"
     )
@@ -102,7 +122,7 @@ def main() -> int:
     results: dict[str, object] = {"libraries": n}
     with ControlPlane() as cp:
         password = "bench-Scale-Pass-1" if args.auth else None
-        cluster = rs.start_cluster("redis", base_dir=work / "redis", password=password)
+        cluster = rs.start_cluster("redis", args.primaries, base_dir=work / "redis", password=password)
         extra = () if args.listing_burst is None else ("--listing-burst", str(args.listing_burst))
         operator = OperatorProcess(
             operator_env(cp.env()), work / "operator.log", args=("--namespace", NAMESPACE, *extra)
@@ -142,6 +162,34 @@ def main() -> int:
                 idle = idle_figures(operator, args.idle_window)
                 results.update(idle)
                 print(f"idle over {args.idle_window:.0f} s: {json.dumps(idle)}")
+            at_rest = Counter(operator_connections(node) for node in cluster.primaries())
+            results["connections_per_primary_at_rest"] = {str(k): v for k, v in sorted(at_rest.items())}
+            new_code = "#!lua name=lib0000\nredis.register_function('lib0000_f', function() return 2 end)\n"
+            patched = time.perf_counter()
+            cp.kubectl(
+                "patch",
+                "rfl",
+                "lib0000",
+                "-n",
+                NAMESPACE,
+                "--type=merge",
+                "-p",
+                json.dumps({"spec": {"code": new_code}}),
+            )
+            kubectl_s = time.perf_counter() - patched
+            wait(
+                lambda: all(code_on(node, "lib0000") == new_code.encode() for node in cluster.primaries()),
+                60,
+                "the patched code on every primary",
+                step=0.01,
+            )
+            results["patch_to_every_primary_s"] = round(time.perf_counter() - patched, 3)
+            results["patch_kubectl_s"] = round(kubectl_s, 3)
+            print(
+                f"connections per primary at rest: {results['connections_per_primary_at_rest']}; one library "
+                f"patched -> on all {len(cluster.primaries())} primaries in {results['patch_to_every_primary_s']} s "
+                f"({results['patch_kubectl_s']} s of it kubectl)"
+            )
 
             flushes: list[float] = []
             joins: list[float] = []
