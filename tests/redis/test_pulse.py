@@ -43,6 +43,14 @@ class Truth:
         return changes
 
 
+async def pulsing(watch: TargetWatch) -> None:
+    """Poll until the watch reads its target by pulse: the first full poll finds the topology, the second opens the
+    pulses and takes their baseline, the third is a pulse."""
+    for _ in range(3):
+        await watch.poll()
+    assert (await watch.poll()).full is False
+
+
 def watch_clients(server: rs.RedisServer) -> list[str]:
     listing = server.admin.execute_command("CLIENT", "LIST").decode()
     return [line for line in listing.splitlines() if f"name={CLIENT_NAME} " in line]
@@ -139,9 +147,7 @@ async def test_a_restart_is_seen_through_the_dropped_watch_connection(
     async with Connector(target) as connector:
         watch = TargetWatch(target, connector, full_every=3600)
         try:
-            for _ in range(3):
-                await watch.poll()
-            assert (await watch.poll()).full is False
+            await pulsing(watch)
             await asyncio.to_thread(server.restart)
             poll = await watch.poll()
             assert poll.full and poll.changes == [f"{server.address} restarted"]
@@ -182,9 +188,7 @@ async def test_the_watch_authenticates_and_does_without_a_name(
     async with Connector(target) as connector:
         watch = TargetWatch(target, connector, full_every=3600)
         try:
-            for _ in range(3):
-                await watch.poll()
-            assert (await watch.poll()).full is False  # AUTH worked; CLIENT SETNAME was refused and did not matter
+            await pulsing(watch)  # AUTH worked; CLIENT SETNAME was refused and did not matter
             await asyncio.to_thread(server.admin.execute_command, "FUNCTION", "FLUSH")
             assert (await watch.poll()).changes == [f"{server.address} ran FUNCTION FLUSH x1"]
         finally:
@@ -218,9 +222,7 @@ async def test_the_watch_speaks_tls_as_the_target_says(
     async with Connector(good) as connector:
         watch = TargetWatch(good, connector, full_every=3600)
         try:
-            for _ in range(3):
-                await watch.poll()
-            assert (await watch.poll()).full is False
+            await pulsing(watch)
         finally:
             watch.close()
     async with Connector(wrong_ca) as connector:
