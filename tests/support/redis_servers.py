@@ -9,6 +9,12 @@ Everything here starts real processes on 127.0.0.1 and stops them again by their
 * :func:`start_sentinel_setup` -> :class:`Sentinel` (primary + replica + Debian's ``redis-sentinel``)
 * :func:`make_tls_files` -> :class:`TlsFiles` (a CA, server and client certificates, and a second unrelated CA)
 
+and the helpers the suites share: :func:`wait_until` (:class:`WaitTimeout`), :func:`free_port`, :func:`stop_all`,
+:func:`stop_all_servers`, :func:`flush_functions`, :func:`server_binary`, :func:`supports_tls`, ``key_slot``, and the
+server matrix (``FLAVORS``, ``BUILT``, ``MATRIX``, ``TLS_MATRIX``). Every group of servers (a pair, a cluster, a
+sentinel setup) is brought up by one function, :func:`_launch`: spawn all, wait for each, wait for the group to be
+ready, and on any failure stop everything the handle holds.
+
 House rules: ports are picked free at run time (below the kernel's ephemeral range, with ``port+10000`` free too for
 cluster nodes), every wait is :func:`wait_until` on a condition with a deadline, each server has its own temp dir
 (config, ``server.log``, ``stdout.log``, ``nodes.conf``), persistence is OFF (``save ""``, ``appendonly no``), so a
@@ -36,45 +42,15 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
-import redis.asyncio  # also binds `redis` (a plain `import redis` is sorted as first-party: tests/redis/)
-import redis.cluster
+import redis.cluster  # also binds `redis` (a plain `import redis` is sorted as first-party: tests/redis/)
 import redis.sentinel
 from redis.backoff import NoBackoff
-from redis.crc import key_slot
+from redis.crc import key_slot as key_slot  # re-exported: tests compute a key's slot with it
 from redis.retry import Retry
 
 from tests.support.processes import die_with_parent
-
-__all__ = [
-    "CLUSTER_NODE_TIMEOUT_MS",
-    "FLAVORS",
-    "HOST",
-    "Cluster",
-    "ClusterNodeView",
-    "RedisServer",
-    "Replicated",
-    "Sentinel",
-    "SentinelServer",
-    "ServerStartError",
-    "TlsFiles",
-    "WaitTimeout",
-    "flush_functions",
-    "free_port",
-    "key_slot",
-    "make_tls_files",
-    "server_binary",
-    "start_cluster",
-    "start_replicated",
-    "start_sentinel_setup",
-    "start_server",
-    "stop_all",
-    "stop_all_servers",
-    "supports_tls",
-    "unique_library_name",
-    "wait_until",
-]
 
 FLAVORS = ("redis", "valkey")
 #: The releases scripts/build-servers.sh builds from ../shared/servers into .cache/servers (``make servers``); with
@@ -311,15 +287,11 @@ class TlsFiles:
 
     dir: Path
     ca_cert: Path
-    ca_key: Path
     server_cert: Path
     server_key: Path
     client_cert: Path
     client_key: Path
     other_ca_cert: Path
-    other_ca_key: Path
-    other_client_cert: Path  # signed by the other CA
-    other_client_key: Path
 
 
 _OPENSSL_CNF = """\
@@ -359,7 +331,7 @@ def _openssl(*args: str | Path, cwd: Path) -> None:
 
 def make_tls_files(dir: str | Path) -> TlsFiles:
     """A CA, a server cert (SAN IP:127.0.0.1, DNS:localhost; also usable as client cert for replication/cluster bus),
-    a client cert, and a second unrelated CA with its own client cert. EC P-256 keys (fast), valid 10 years."""
+    a client cert, and a second unrelated CA. EC P-256 keys (fast), valid 10 years."""
     base = Path(dir)
     base.mkdir(parents=True, exist_ok=True)
     cnf = base / "openssl.cnf"
@@ -383,21 +355,8 @@ def make_tls_files(dir: str | Path) -> TlsFiles:
     ca_crt, ca_key = ca("ca", "rfo test CA")
     server_crt, server_key = leaf("server", "localhost", ca_crt, ca_key, "v3_server")
     client_crt, client_key = leaf("client", "rfo test client", ca_crt, ca_key, "v3_client")
-    other_crt, other_key = ca("other-ca", "rfo unrelated CA")
-    oclient_crt, oclient_key = leaf("other-client", "rfo other client", other_crt, other_key, "v3_client")
-    return TlsFiles(
-        dir=base,
-        ca_cert=ca_crt,
-        ca_key=ca_key,
-        server_cert=server_crt,
-        server_key=server_key,
-        client_cert=client_crt,
-        client_key=client_key,
-        other_ca_cert=other_crt,
-        other_ca_key=other_key,
-        other_client_cert=oclient_crt,
-        other_client_key=oclient_key,
-    )
+    other_crt, _ = ca("other-ca", "rfo unrelated CA")
+    return TlsFiles(base, ca_crt, server_crt, server_key, client_crt, client_key, other_crt)
 
 
 @functools.cache
@@ -447,7 +406,6 @@ class ClusterNodeView:
     port: int
     flags: frozenset[str]
     master_id: str | None
-    link_state: str
     slots: tuple[tuple[int, int], ...]  # inclusive ranges
     transitions: tuple[str, ...]  # "[slot->-id]" / "[slot-<-id]" entries (migration in progress)
 
@@ -492,7 +450,6 @@ def parse_cluster_nodes(text: str) -> list[ClusterNodeView]:
                 port=int(port or 0),
                 flags=frozenset(fields[2].split(",")),
                 master_id=None if fields[3] == "-" else fields[3],
-                link_state=fields[7],
                 slots=tuple(sorted(slots)),
                 transitions=tuple(transitions),
             )
@@ -500,7 +457,24 @@ def parse_cluster_nodes(text: str) -> list[ClusterNodeView]:
     return views
 
 
-class RedisServer:
+class _Group:
+    """What stops servers: a handle for the servers started together (one server, a pair, a cluster, a sentinel
+    setup), which stops them all together, also on leaving a ``with`` block."""
+
+    def members(self) -> list[RedisServer]:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        stop_all(self.members())
+
+    def __enter__(self: H) -> H:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class RedisServer(_Group):
     """One redis-server / valkey-server process with its own temp dir. Create with :func:`start_server`."""
 
     kind: ClassVar[str] = "server"
@@ -566,13 +540,16 @@ class RedisServer:
     def command(self) -> list[str]:
         return [server_binary(self.flavor), str(self.config_file)]
 
+    def base_config(self) -> list[str]:
+        """What every process here is started with: its port on 127.0.0.1 (TLS-only with ``tls``), in the foreground,
+        its dir and log file."""
+        port = ["port 0", f"tls-port {self.port}"] if self.tls is not None else [f"port {self.port}"]
+        dirs = [f"dir {_quote(self.dir)}", f"logfile {_quote(self.log_file)}"]
+        return [*port, f"bind {self.host}", "protected-mode no", "daemonize no", *dirs]
+
     def config_lines(self) -> list[str]:
         lines = [
-            f"bind {self.host}",
-            "protected-mode no",
-            "daemonize no",
-            f"dir {_quote(self.dir)}",
-            f"logfile {_quote(self.log_file)}",
+            *self.base_config(),
             "loglevel notice",
             'save ""',
             "appendonly no",
@@ -582,8 +559,6 @@ class RedisServer:
         ]
         if self.tls is not None:
             lines += [
-                "port 0",
-                f"tls-port {self.port}",
                 f"tls-cert-file {_quote(self.tls.server_cert)}",
                 f"tls-key-file {_quote(self.tls.server_key)}",
                 f"tls-ca-cert-file {_quote(self.tls.ca_cert)}",
@@ -592,8 +567,6 @@ class RedisServer:
             ]
             if self.cluster:
                 lines.append("tls-cluster yes")
-        else:
-            lines.append(f"port {self.port}")
         if self.password is not None:
             lines += [f"requirepass {_quote(self.password)}", f"masterauth {_quote(self.password)}"]
         if self.cluster:
@@ -605,21 +578,17 @@ class RedisServer:
             ]
         if self.replicaof is not None:
             lines.append(f"replicaof {self.replicaof[0]} {self.replicaof[1]}")
-        lines += self.acl_users_lines()
-        lines += self.extra_config
-        return lines
-
-    def acl_users_lines(self) -> list[str]:
-        return [line if line.startswith("user ") else f"user {line}" for line in self.acl_users]
+        lines += [line if line.startswith("user ") else f"user {line}" for line in self.acl_users]
+        return lines + self.extra_config
 
     def _write_config(self) -> None:
         self.config_file.write_text("\n".join(self.config_lines()) + "\n")
 
     # -- clients -----------------------------------------------------------------------------------------------------
 
-    def client_kwargs(self) -> dict[str, Any]:
-        """Connection kwargs for redis-py (sync, asyncio, cluster): host, port, auth and TLS."""
-        kw: dict[str, Any] = {"host": self.host, "port": self.port}
+    def auth_kwargs(self) -> dict[str, Any]:
+        """Connection kwargs for redis-py (a client, a cluster client, a sentinel's masters): auth and TLS."""
+        kw: dict[str, Any] = {}
         if self.password is not None:
             kw["password"] = self.password
         if self.tls is not None:
@@ -633,14 +602,8 @@ class RedisServer:
 
     def client(self, **kw: Any) -> redis.Redis:
         """A sync redis-py client (``decode_responses=False``) with auth/TLS filled in; ``kw`` overrides anything."""
-        args = {"decode_responses": False, "socket_connect_timeout": 5, "socket_timeout": 30, **self.client_kwargs()}
-        args.update(kw)
-        return redis.Redis(**args)
-
-    def async_client(self, **kw: Any) -> redis.asyncio.Redis:
-        args = {"decode_responses": False, "socket_connect_timeout": 5, "socket_timeout": 30, **self.client_kwargs()}
-        args.update(kw)
-        return redis.asyncio.Redis(**args)
+        args = {"host": self.host, "port": self.port, "decode_responses": False, "socket_connect_timeout": 5}
+        return redis.Redis(**{**args, "socket_timeout": 30, **self.auth_kwargs(), **kw})
 
     @property
     def admin(self) -> redis.Redis:
@@ -706,9 +669,6 @@ class RedisServer:
             self.starts += 1
             return
 
-    def _ready(self) -> bool:
-        return bool(self.admin.ping())
-
     def _wait_ready(self, timeout: float) -> None:
         proc = self._proc
         assert proc is not None
@@ -721,7 +681,7 @@ class RedisServer:
                     f" (dir {self.dir})\n{tail}",
                     address_in_use="Address already in use" in tail,
                 )
-            return self._ready()
+            return bool(self.admin.ping())
 
         try:
             wait_until(up, timeout, 0.02, message=f"{self.flavor} {self.kind} on {self.address} to become ready")
@@ -731,14 +691,10 @@ class RedisServer:
     def log_tail(self, lines: int = 40) -> str:
         """The end of this start's server log and of stdout/stderr (config errors land there)."""
         parts = []
-        if self.log_file.exists():
-            with open(self.log_file, "rb") as fh:
-                fh.seek(self._log_offset)
-                text = fh.read().decode(errors="replace")
-            parts.append(f"--- {self.log_file} (tail) ---\n" + "\n".join(text.splitlines()[-lines:]))
-        if self.stdout_file.exists():
-            text = self.stdout_file.read_bytes().decode(errors="replace")
-            parts.append(f"--- {self.stdout_file} (tail) ---\n" + "\n".join(text.splitlines()[-lines:]))
+        for path, offset in ((self.log_file, self._log_offset), (self.stdout_file, 0)):
+            if path.exists():
+                text = path.read_bytes()[offset:].decode(errors="replace")
+                parts.append(f"--- {path} (tail) ---\n" + "\n".join(text.splitlines()[-lines:]))
         return "\n".join(parts)
 
     def _send_stop(self) -> None:
@@ -772,9 +728,6 @@ class RedisServer:
     def kill(self) -> None:
         """SIGKILL (kill -9) and wait."""
         self._close_admin()
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.kill()
-            self._proc.wait()
         self._reap()
 
     def restart(self, timeout: float = 20.0) -> RedisServer:
@@ -784,11 +737,8 @@ class RedisServer:
         self._node_id = None
         return self.start(timeout)
 
-    def __enter__(self) -> RedisServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def members(self) -> list[RedisServer]:
+        return [self]
 
     # -- inspection --------------------------------------------------------------------------------------------------
 
@@ -834,16 +784,26 @@ class RedisServer:
         return parse_cluster_nodes(_as_str(reply))
 
 
-def _start_all(servers: Sequence[RedisServer], timeout: float = 20.0) -> None:
-    """Spawn all processes first, then wait for each: parallel start. On failure everything is stopped."""
+H = TypeVar("H", bound=_Group)
+
+
+def _launch(
+    handle: H, servers: Sequence[RedisServer], then: Callable[[], object] | None = None, timeout: float = 20.0
+) -> H:
+    """The one way servers are brought up: spawn every process first, then wait for each to answer PING (a parallel
+    start), then ``then()`` (wait for replication, the cluster, the sentinels...). On any failure, ``handle`` stops
+    everything it holds and the error propagates: nothing is left running that the caller has no handle for."""
     try:
         for server in servers:
             server._spawn()
         for server in servers:
             server._finish_start(timeout)
+        if then is not None:
+            then()
     except BaseException:
-        stop_all(servers)
+        handle.stop()
         raise
+    return handle
 
 
 def stop_all(servers: Iterable[RedisServer]) -> None:
@@ -864,43 +824,17 @@ def stop_all_servers() -> list[str]:
     return described
 
 
-def start_server(
-    flavor: str,
-    *,
-    extra_config: ConfigInput = (),
-    password: str | None = None,
-    acl_users: Sequence[str] = (),
-    tls: TlsFiles | None = None,
-    cluster: bool = False,
-    port: int | None = None,
-    replicaof: tuple[str, int] | None = None,
-    base_dir: str | Path | None = None,
-    timeout: float = 20.0,
-) -> RedisServer:
-    """Start one server and wait until it answers PING.
+def start_server(flavor: str, *, timeout: float = 20.0, **options: Any) -> RedisServer:
+    """Start one server and wait until it answers PING. ``options`` are :class:`RedisServer`'s:
 
     ``extra_config``: {"maxmemory": "10mb"} or ["maxmemory 10mb", ("maxmemory-policy", "noeviction")], appended last
     (so it overrides the defaults). ``password`` sets ``requirepass`` (and ``masterauth``). ``acl_users``: lines like
     ``"user alice on >secret ~* +@all -function"`` (the leading ``user`` is optional). ``tls``: TLS-only
     (``port 0``, ``tls-port``), ``tls-auth-clients optional``. ``base_dir``: where the server's temp dir is created.
+    ``cluster``, ``port``, ``replicaof``.
     """
-    server = RedisServer(
-        flavor,
-        port=port,
-        extra_config=extra_config,
-        password=password,
-        acl_users=acl_users,
-        tls=tls,
-        cluster=cluster,
-        replicaof=replicaof,
-        base_dir=base_dir,
-    )
-    try:
-        server.start(timeout)
-    except BaseException:
-        server.stop()
-        raise
-    return server
+    server = RedisServer(flavor, **options)
+    return _launch(server, [server], timeout=timeout)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -917,7 +851,7 @@ def _replica_synced(primary: RedisServer, replica: RedisServer) -> bool:
     return int(info.get("slave_repl_offset", -2)) == offset
 
 
-class Replicated:
+class Replicated(_Group):
     """A primary and one replica (standalone replication, ``replicaof`` in the replica's config file)."""
 
     def __init__(self, primary: RedisServer, replica: RedisServer) -> None:
@@ -929,6 +863,9 @@ class Replicated:
     def servers(self) -> list[RedisServer]:
         return [self.primary, self.replica]
 
+    def members(self) -> list[RedisServer]:
+        return self.servers
+
     def wait_in_sync(self, timeout: float = 15.0) -> None:
         """Replica linked to the primary, not syncing, and at the primary's replication offset."""
         wait_until(
@@ -937,32 +874,26 @@ class Replicated:
             message=lambda: f"replica {self.replica.address} in sync with {self.primary.address}",
         )
 
-    def stop(self) -> None:
-        stop_all(self.servers)
-
-    def __enter__(self) -> Replicated:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
 
 def start_replicated(flavor: str, *, base_dir: str | Path | None = None, **server_kwargs: Any) -> Replicated:
     """Start a primary and a replica of it (parallel) and wait until the replica is in sync."""
     primary = RedisServer(flavor, base_dir=base_dir, **server_kwargs)
     replica = RedisServer(flavor, base_dir=base_dir, replicaof=(primary.host, primary.port), **server_kwargs)
     pair = Replicated(primary, replica)
-    try:
-        _start_all(pair.servers)
-        pair.wait_in_sync()
-    except BaseException:
-        pair.stop()
-        raise
-    return pair
+    return _launch(pair, pair.servers, pair.wait_in_sync)
 
 
 # --------------------------------------------------------------------------------------------------------------------
 # cluster
+
+
+def _all_see(watchers: Iterable[RedisServer], ids: set[str], *, as_masters: bool = False) -> bool:
+    """Every watcher's CLUSTER NODES lists every node of ``ids`` without fail/pfail/handshake (and as a master)."""
+    for node in watchers:
+        views = {v.node_id: v for v in node.cluster_nodes()}
+        if any(i not in views or views[i].bad_flags or (as_masters and not views[i].is_master) for i in ids):
+            return False
+    return True
 
 
 def _split_slots(parts: int) -> list[tuple[int, int]]:
@@ -970,7 +901,7 @@ def _split_slots(parts: int) -> list[tuple[int, int]]:
     return [(bounds[i], bounds[i + 1] - 1) for i in range(parts)]
 
 
-class Cluster:
+class Cluster(_Group):
     """A Redis/Valkey cluster of real processes. ``nodes`` keeps every node ever added (also killed ones)."""
 
     def __init__(self, flavor: str, nodes: list[RedisServer], server_kwargs: dict[str, Any]) -> None:
@@ -980,6 +911,9 @@ class Cluster:
 
     def __repr__(self) -> str:
         return f"<Cluster {self.flavor} {[n.address for n in self.nodes]}>"
+
+    def members(self) -> list[RedisServer]:
+        return self.nodes
 
     def running(self) -> list[RedisServer]:
         return [n for n in self.nodes if n.is_running()]
@@ -1022,9 +956,7 @@ class Cluster:
 
     def cluster_client(self, **kw: Any) -> redis.cluster.RedisCluster:
         """A redis-py RedisCluster (``decode_responses=False``) seeded with all running nodes; auth/TLS filled in."""
-        base = self.nodes[0].client_kwargs()
-        base.pop("host")
-        base.pop("port")
+        base = self.nodes[0].auth_kwargs()
         args: dict[str, Any] = {
             "startup_nodes": [redis.cluster.ClusterNode(n.host, n.port) for n in self.running()],
             "decode_responses": False,
@@ -1112,23 +1044,11 @@ class Cluster:
         running node sees it as a master (and, by default, until the cluster is healthy)."""
         entry = self.running()[0]
         node = RedisServer(self.flavor, cluster=True, **self._server_kwargs)
-        try:
-            node.start()
-            node.admin.execute_command("CLUSTER", "MEET", entry.host, entry.port)
-        except BaseException:
-            node.stop()
-            raise
+        _launch(node, [node], lambda: node.admin.execute_command("CLUSTER", "MEET", entry.host, entry.port))
         self.nodes.append(node)
-        new_id = node.node_id
-
-        def seen_by_all() -> bool:
-            for other in self.running():
-                view = {v.node_id: v for v in other.cluster_nodes()}.get(new_id)
-                if view is None or not view.is_master or view.bad_flags:
-                    return False
-            return True
-
-        wait_until(seen_by_all, 30, message=f"every node to see the new primary {node.address} as master")
+        new = {node.node_id}
+        wait_until(lambda: _all_see(self.running(), new, as_masters=True), 30,
+                   message=f"every node to see the new primary {node.address} as master")  # fmt: skip
         if wait_healthy:
             self.wait_healthy()
         return node
@@ -1217,15 +1137,6 @@ class Cluster:
         self.wait_healthy(timeout)
         return replica
 
-    def stop(self) -> None:
-        stop_all(self.nodes)
-
-    def __enter__(self) -> Cluster:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
 
 def start_cluster(
     flavor: str,
@@ -1244,10 +1155,9 @@ def start_cluster(
     server_kwargs = {"base_dir": base_dir, **start_server_kwargs}
     count = primaries * (1 + replicas_per_primary)
     nodes = [RedisServer(flavor, cluster=True, **server_kwargs) for _ in range(count)]
-    cluster = Cluster(flavor, nodes, server_kwargs)
-    try:
-        _start_all(nodes)
-        masters, replicas = nodes[:primaries], nodes[primaries:]
+    masters, replicas = nodes[:primaries], nodes[primaries:]
+
+    def form() -> None:
         for epoch, node in enumerate(nodes, start=1):
             node.admin.execute_command("CLUSTER", "SET-CONFIG-EPOCH", epoch)
         for node, (lo, hi) in zip(masters, _split_slots(primaries), strict=True):
@@ -1256,22 +1166,13 @@ def start_cluster(
             for other in nodes[i + 1 :]:
                 node.admin.execute_command("CLUSTER", "MEET", other.host, other.port)
         ids = {n.node_id for n in nodes}
-
-        def all_know_all() -> bool:
-            for node in nodes:
-                views = [v for v in node.cluster_nodes() if v.node_id in ids and not v.bad_flags]
-                if len(views) != count:
-                    return False
-            return True
-
-        wait_until(all_know_all, timeout, message=f"all {count} {flavor} nodes to know each other")
+        wait_until(lambda: _all_see(nodes, ids), timeout, message=f"all {count} {flavor} nodes to know each other")
         for i, node in enumerate(replicas):
             node.admin.execute_command("CLUSTER", "REPLICATE", masters[i % primaries].node_id)
         cluster.wait_healthy(timeout)
-    except BaseException:
-        cluster.stop()
-        raise
-    return cluster
+
+    cluster = Cluster(flavor, nodes, server_kwargs)
+    return _launch(cluster, nodes, form)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -1306,12 +1207,7 @@ class SentinelServer(RedisServer):
     def config_lines(self) -> list[str]:
         name = self.master_name
         lines = [
-            f"port {self.port}",
-            f"bind {self.host}",
-            "protected-mode no",
-            "daemonize no",
-            f"dir {_quote(self.dir)}",
-            f"logfile {_quote(self.log_file)}",
+            *self.base_config(),
             "sentinel resolve-hostnames no",
             f"sentinel monitor {name} {self.monitored[0]} {self.monitored[1]} {self.quorum}",
             f"sentinel down-after-milliseconds {name} {SENTINEL_DOWN_AFTER_MS}",
@@ -1334,8 +1230,17 @@ class SentinelServer(RedisServer):
         reply = self.admin.execute_command("SENTINEL", "MASTER", self.master_name)
         return {k: _as_str(v) for k, v in _pairs(reply).items()}
 
+    def sees_master(self, node: RedisServer) -> bool:
+        """This sentinel reports ``node`` as the master, settled. GET-MASTER-ADDR-BY-NAME already answers a promoted
+        replica while its failover is still in progress (state reconf_slaves); SENTINEL MASTER(S), which redis-py's
+        Sentinel reads, changes only at +switch-master: wait for both, and for plain ``master`` flags (no
+        failover_in_progress, no disconnected)."""
+        master, address = self.master_info(), (node.host, node.port)
+        in_master = master.get("flags") == "master" and (master.get("ip"), int(master.get("port", 0))) == address
+        return in_master and self.master_address() == address
 
-class Sentinel:
+
+class Sentinel(_Group):
     """A primary, a replica and ``len(servers)`` sentinels (1 by default, quorum 1) monitoring ``master_name``."""
 
     def __init__(self, pair: Replicated, servers: list[SentinelServer], master_name: str) -> None:
@@ -1352,9 +1257,8 @@ class Sentinel:
     def replica(self) -> RedisServer:
         return self.pair.replica
 
-    @property
-    def addresses(self) -> list[str]:
-        return [s.address for s in self.servers]
+    def members(self) -> list[RedisServer]:
+        return [*self.servers, *self.pair.servers]
 
     @property
     def sentinel_addresses(self) -> list[tuple[str, int]]:
@@ -1362,10 +1266,7 @@ class Sentinel:
 
     def sentinel_client(self, **connection_kwargs: Any) -> redis.sentinel.Sentinel:
         """redis-py's Sentinel (use ``.master_for(master_name)``); auth/TLS of the data nodes filled in."""
-        kw = self.primary.client_kwargs()
-        kw.pop("host")
-        kw.pop("port")
-        kw.update(connection_kwargs)
+        kw = {**self.primary.auth_kwargs(), **connection_kwargs}
         return redis.sentinel.Sentinel(self.sentinel_addresses, socket_timeout=5, **kw)
 
     def master_address(self) -> tuple[str, int] | None:
@@ -1374,25 +1275,22 @@ class Sentinel:
 
     def _ready(self) -> bool:
         for sentinel in self.servers:
-            if sentinel.master_address() != (self.primary.host, self.primary.port):
+            if not sentinel.sees_master(self.primary):
                 return False
-            flags = sentinel.master_info().get("flags", "")
-            if flags != "master":
-                return False
-            replicas = {
-                int(r["port"]): r
-                for r in sentinel.replicas_info()
-                if r.get("flags") == "slave" and r.get("master-link-status") == "ok"
+            replicas = sentinel.replicas_info()
+            linked = {
+                int(r["port"]) for r in replicas if r.get("flags") == "slave" and r.get("master-link-status") == "ok"
             }
-            if self.replica.port not in replicas:
-                return False
-            if int(sentinel.master_info().get("num-other-sentinels", 0)) != len(self.servers) - 1:
+            others = int(sentinel.master_info().get("num-other-sentinels", 0))
+            if self.replica.port not in linked or others != len(self.servers) - 1:
                 return False
         return True
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Every sentinel sees the master healthy, the replica linked and the other sentinels."""
-        wait_until(self._ready, timeout, message=f"sentinels {self.addresses} to see master and replica")
+        wait_until(
+            self._ready, timeout, message=f"sentinels {[s.address for s in self.servers]} to see master and replica"
+        )
 
     def failover(self, *, wait_demoted: bool = False, timeout: float = 30.0) -> None:
         """SENTINEL FAILOVER; waits until every sentinel reports the replica as the new master and it has ROLE
@@ -1402,18 +1300,7 @@ class Sentinel:
         self.servers[0].admin.execute_command("SENTINEL", "FAILOVER", self.master_name)
 
         def switched() -> bool:
-            # GET-MASTER-ADDR-BY-NAME already answers the promoted replica while the failover is still in progress
-            # (state reconf_slaves); SENTINEL MASTER(S), which redis-py's Sentinel reads, changes only at
-            # +switch-master. Wait for both.
-            for sentinel in self.servers:
-                master = sentinel.master_info()
-                if (master.get("ip"), int(master.get("port", 0))) != (new.host, new.port):
-                    return False
-                if master.get("flags") != "master":  # no failover_in_progress, no disconnected
-                    return False
-                if sentinel.master_address() != (new.host, new.port):
-                    return False
-            return new.role() == "master"
+            return all(sentinel.sees_master(new) for sentinel in self.servers) and new.role() == "master"
 
         wait_until(switched, timeout, message=f"sentinels to report {new.address} as master")
         self.pair.primary, self.pair.replica = new, old
@@ -1423,15 +1310,6 @@ class Sentinel:
                 timeout,
                 message=f"old primary {old.address} to become a replica of {new.address}",
             )
-
-    def stop(self) -> None:
-        stop_all([*self.servers, *self.pair.servers])
-
-    def __enter__(self) -> Sentinel:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def start_sentinel_setup(
@@ -1450,23 +1328,11 @@ def start_sentinel_setup(
         for _ in range(sentinels)
     ]
     setup = Sentinel(pair, servers, master_name)
-    try:
-        _start_all(servers)
-        setup.wait_ready()
-    except BaseException:
-        setup.stop()
-        raise
-    return setup
+    return _launch(setup, servers, setup.wait_ready)
 
 
 # --------------------------------------------------------------------------------------------------------------------
 # function helpers
-
-
-def unique_library_name(hint: str = "lib") -> str:
-    """``t_<hint slug>_<8 hex>``: only [A-Za-z0-9_], valid as a library name (and as a function-name prefix)."""
-    slug = re.sub(r"[^A-Za-z0-9]+", "_", hint).strip("_")[:40] or "lib"
-    return f"t_{slug}_{secrets.token_hex(4)}"
 
 
 def flush_functions(target: RedisServer | Replicated | Cluster | Sentinel, timeout: float = 10.0) -> None:
