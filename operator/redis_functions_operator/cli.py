@@ -10,8 +10,9 @@ Exit codes (documented in the README and kept stable):
 1     ``status``: some primary lacks a named library or holds different code; ``lint``: errors found
 2     usage error (bad arguments, unreadable file, invalid library source)
 3     permanent failure: retrying the same thing cannot help (compile error, function-name conflict,
-      authentication, TLS, FUNCTION unsupported)
-4     transient failure: a node was unreachable, loading, busy, out of memory...; retry later
+      authentication, TLS, FUNCTION unsupported, a smoke test that got another reply)
+4     transient failure: a node was unreachable, loading, busy, out of memory...; retry later (also a smoke
+      test that met such a node or timed out: the canary keeps the new code, and the next sync tests first)
 ====  ============================================================================================
 
 Passwords are never taken from argv alone: use ``REDISCLI_AUTH`` (as redis-cli does) or ``--password-file``. A
@@ -33,6 +34,7 @@ from urllib.parse import unquote, urlsplit
 
 from redis_functions_operator import __version__
 from redis_functions_operator.library import REFUSAL_PREFIX, Library, LibraryError, Vetting, code_sha256, vet
+from redis_functions_operator.library.probes import Probe, ProbeError, parse_probes
 
 if TYPE_CHECKING:  # the engine (redis-py, asyncio) is imported by the commands that talk to Redis, not at start-up
     from redis_functions_operator.redis.connect import Target
@@ -115,6 +117,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_target(sync)
     sync.add_argument("files", nargs="+", metavar="FILE|DIR")
     sync.add_argument("--dry-run", action="store_true", help="print what would change (as `diff`) and touch nothing")
+    sync.add_argument(
+        "--test",
+        metavar="FILE",
+        help="smoke tests (a YAML list, as spec.tests) run on the canary after it loads the code, before any other "
+        "primary: a failure puts the canary back (exit 3). One library only",
+    )
+    sync.add_argument(
+        "--test-key-prefix",
+        metavar="PREFIX",
+        help="the key prefix writing tests (readOnly: false) may use; their keys are deleted before and after",
+    )
     sync.set_defaults(handler=cmd_sync)
 
     diff = commands.add_parser(
@@ -386,18 +399,45 @@ def cmd_diff(args: argparse.Namespace) -> int:
 def cmd_sync(args: argparse.Namespace) -> int:
     if args.dry_run:
         return cmd_diff(args)
+    probes = load_probes(args.test, args.test_key_prefix) if args.test else None
     with ThreadPoolExecutor(max_workers=VET_THREADS) as pool:
         vetting = VettedFiles(args.files, pool)
         import asyncio  # the engine's imports overlap the vets
 
-        from redis_functions_operator.redis.sync import sync_many
+        from redis_functions_operator.redis.sync import sync, sync_many
 
         target = target_from_args(args)
         libraries = vetting.libraries()
+    if probes is not None:
+        if len(libraries) != 1:
+            raise UsageError(f"--test needs exactly one library, got {len(libraries)}")
+        return report([asyncio.run(sync(libraries[0], target, probes=probes))], args.output)
     progress = _Progress(len(libraries), sys.stderr)
     results = asyncio.run(sync_many(libraries, target, on_done=progress.step))
     progress.finish()
     return report(results, args.output)
+
+
+def load_probes(path: str, key_prefix: str | None) -> tuple[Probe, ...]:
+    """A smoke-test file: the YAML list of ``spec.tests``, or a mapping with ``tests`` (and ``testKeyPrefix``, which
+    ``--test-key-prefix`` overrides), so a fragment of a manifest's spec works as it is."""
+    import yaml
+
+    try:
+        loaded = yaml.safe_load(_read(Path(path)))
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{path}: not YAML: {' '.join(str(exc).split())}") from None
+    items = loaded
+    if isinstance(loaded, dict):
+        items = loaded.get("tests")
+        key_prefix = key_prefix if key_prefix is not None else loaded.get("testKeyPrefix")
+    try:
+        probes = parse_probes(items, key_prefix, where=path)
+    except ProbeError as exc:
+        raise UsageError(str(exc)) from None
+    if not probes:
+        raise UsageError(f"{path}: no smoke tests")
+    return probes
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
@@ -639,6 +679,7 @@ def result_json(result: SyncResult) -> dict[str, Any]:
         "error": _error_json(result.error),
         "blockingNode": result.blocking_node,
         "nodes": [_node_json(n) for n in result.nodes],
+        "tests": [{"name": p.name, "node": p.node, "passed": p.passed, "reply": p.actual} for p in result.probes],
     }
 
 
@@ -676,6 +717,9 @@ def print_sync_result(result: SyncResult, out: TextIO) -> None:
     ]
     if rows:
         _print_table(rows, ["node", "slots", "outcome", "sha256", "error"], out, indent="  ")
+    for probe in result.probes:
+        verdict = "passed" if probe.passed else f"FAILED, got {probe.actual}"
+        print(f"  smoke test {probe.name} on {probe.node}: {verdict}", file=out)
     if result.error is not None and not result.ok:
         where = f" on {result.blocking_node}" if result.blocking_node else ""
         print(f"  error{where}: {result.error.kind.value}: {result.error.describe()}", file=out)

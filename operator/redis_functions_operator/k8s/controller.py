@@ -57,7 +57,9 @@ from redis_functions_operator.reconcile.status import (
     DRIFTED_REASON,
     Attempt,
     Failure,
+    failure_reason,
     render_status,
+    smoke_tests_passed,
     status_changed,
 )
 from redis_functions_operator.redis import sync as engine
@@ -106,6 +108,9 @@ class Tracked:
     lost_sha: str | None = None
     lost_request: str | None = None
     lost_nodes: list[str] = field(default_factory=list)
+    # The inputs (code sha256, reconcile-requested-at, smoke tests) whose smoke tests failed on a canary, and that
+    # failure: the code is not loaded again (not even on the canary, for a moment) until one of them changes.
+    smoke_failed: tuple[tuple[Any, ...], Failure] | None = None
 
 
 @dataclass(frozen=True)
@@ -358,6 +363,7 @@ class Controller:
         base = Attempt(
             generation=ref.generation, now=now, controls=controls, version=spec.version,
             drift_policy=spec.drift_policy, management_policy=spec.management_policy,
+            test_names=tuple(t.name for t in spec.tests),
         )  # fmt: skip
         try:
             resolved = await resolve(spec, ref.namespace, self.kube, self.settings.redis_timeout)
@@ -416,13 +422,24 @@ class Controller:
             # every library of this target was woken at once: one full listing per primary serves them all
             known = await self.listings.known(resolved.target, topology, connector)
             metrics.SHARED_LISTING_SYNCS.inc()
-        result = await engine.sync(library, resolved.target, connector=connector, topology=topology, known=known)
+        gate = (library.sha256, controls.reconcile_requested_at, spec.tests)
+        if tracked.smoke_failed is not None and tracked.smoke_failed[0] == gate:
+            later = schedule.after_permanent(spec.resync_seconds)
+            return await self._fail(tracked, ref, base, previous, tracked.smoke_failed[1], later)
+        probes = () if smoke_tests_passed(previous, library.sha256, base.test_names) else spec.tests
+        result = await engine.sync(
+            library, resolved.target, connector=connector, topology=topology, known=known, probes=probes
+        )
         delay = self._next_delay(tracked, spec, result)
         if result.error is not None and result.error.kind is ErrorKind.LOST_DURING_LOAD:
             tracked.lost_nodes = [*lost, result.blocking_node or "a primary"]
             if len(tracked.lost_nodes) >= LOSSES_BEFORE_STOPPING:
                 return await self._fail(tracked, ref, base, previous, _lost_failure(tracked.lost_nodes), 300.0)
         attempt = replace(base, library=library, result=result, retry_in=delay)
+        if result.error is not None and result.error.kind is ErrorKind.SMOKE_TEST_FAILED:
+            tracked.smoke_failed = (gate, Failure(*failure_reason(attempt), permanent=True))
+        elif result.ok:
+            tracked.smoke_failed = None
         await self._post_events(ref, spec, library, result, previous, attempt, tracked.wake_reasons)
         tracked.wake_reasons = []
         await self._write_status(ref, attempt, previous)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeVar
 
+from redis_functions_operator.library.probes import Probe, ProbeError, parse_probes
 from redis_functions_operator.redis.connect import Endpoint, Mode
 
 ANNOTATION_PREFIX = "redisfunctions.dev/"
@@ -91,6 +92,8 @@ class LibrarySpec:
     resync_seconds: float
     drift_policy: DriftPolicy = DriftPolicy.REPAIR
     management_policy: ManagementPolicy = ManagementPolicy.FULL
+    tests: tuple[Probe, ...] = ()  # smoke tests run on the canary after it loads a new code version
+    test_key_prefix: str | None = None
 
     def references(self) -> frozenset[tuple[RefKind, str]]:
         """Every Secret/ConfigMap this spec reads: a change to one of them is a reason to reconcile."""
@@ -161,6 +164,11 @@ def parse_spec(spec: Mapping[str, Any]) -> LibrarySpec:
         raise SpecError(f"spec.deletionPolicy {spec.get('deletionPolicy')!r} is not Delete or Retain") from None
     drift_policy = _enum(DriftPolicy, spec.get("driftPolicy"), "spec.driftPolicy")
     management_policy = _enum(ManagementPolicy, spec.get("managementPolicy"), "spec.managementPolicy")
+    test_key_prefix = _optional_text(spec.get("testKeyPrefix"))
+    try:
+        tests = parse_probes(spec.get("tests"), test_key_prefix)
+    except ProbeError as exc:
+        raise SpecError(str(exc)) from None
     return LibrarySpec(
         code=code,
         code_from=code_from,
@@ -175,6 +183,8 @@ def parse_spec(spec: Mapping[str, Any]) -> LibrarySpec:
         resync_seconds=_parse_resync(spec.get("resyncInterval")),
         drift_policy=drift_policy,
         management_policy=management_policy,
+        tests=tests,
+        test_key_prefix=test_key_prefix,
     )
 
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis_functions_operator.library import Library
+from redis_functions_operator.library.probes import ProbeOutcome
 from redis_functions_operator.reconcile import drift
 from redis_functions_operator.reconcile.conditions import (
     DRIFTED,
@@ -53,6 +54,11 @@ PROGRESSING = "Progressing"
 WITH_RETRY = "ProgressingWithRetry"
 DRIFTED_REASON = "Drifted"
 IN_SYNC = "InSync"
+
+#: status.tests: the smoke tests run against the code (``library/probes.py``), with their result.
+TESTS_FIELD = "tests"
+PASSED = "Passed"
+FAILED = "Failed"
 
 #: status.functions lists at most this many (an object, status included, must fit etcd's 1.5 MiB request limit).
 MAX_FUNCTIONS = 256
@@ -84,6 +90,7 @@ class Attempt:
     in_progress: bool = False  # a rollout is starting: write Reconciling before touching Redis
     drift_policy: DriftPolicy = DriftPolicy.REPAIR
     management_policy: ManagementPolicy = ManagementPolicy.FULL
+    test_names: tuple[str, ...] = ()  # the spec's smoke tests, by name
 
     @property
     def reports_drift(self) -> bool:
@@ -259,6 +266,9 @@ def render_status(attempt: Attempt, previous: Mapping[str, Any] | None) -> dict[
         for key in ("nodes", "readyPrimaries", "lastSyncTime"):
             if key in previous:
                 status[key] = previous[key]
+    tests = _tests(attempt, previous)
+    if tests:
+        status[TESTS_FIELD] = tests
     applied = _applied(attempt, previous)
     if applied is not None:
         status[drift.APPLIED_FIELD] = applied
@@ -267,6 +277,43 @@ def render_status(attempt: Attempt, previous: Mapping[str, Any] | None) -> dict[
     elif "lastHandledReconcileAt" in previous:
         status["lastHandledReconcileAt"] = previous["lastHandledReconcileAt"]
     return status
+
+
+def _tests(attempt: Attempt, previous: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """``status.tests``: the smoke tests of the last run, each with the code it ran against; kept while that code
+    and those tests are the spec's (a resync runs none), dropped when the code changes or the tests go."""
+    result, library = attempt.result, attempt.library
+    if result is not None and result.probes and library is not None:
+        return [_test_entry(outcome, library.sha256) for outcome in result.probes]
+    kept = [t for t in previous.get(TESTS_FIELD) or [] if isinstance(t, Mapping)]
+    if library is None:
+        return [dict(t) for t in kept]
+    if not attempt.test_names:
+        return []
+    return [dict(t) for t in kept if t.get("codeSha256") == library.sha256 and t.get("name") in attempt.test_names]
+
+
+def _test_entry(outcome: ProbeOutcome, sha256: str) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "name": outcome.name,
+        "result": PASSED if outcome.passed else FAILED,
+        "node": outcome.node,
+        "codeSha256": sha256,
+    }
+    if not outcome.passed:
+        entry["reply"] = outcome.actual
+    return entry
+
+
+def smoke_tests_passed(previous: Mapping[str, Any], sha256: str, names: Sequence[str]) -> bool:
+    """Whether every smoke test named in the spec has passed against this code (so a rollout need not run them
+    again: a drift repair or a resync of proven code is not gated)."""
+    passed = {
+        t.get("name")
+        for t in previous.get(TESTS_FIELD) or []
+        if isinstance(t, Mapping) and t.get("result") == PASSED and t.get("codeSha256") == sha256
+    }
+    return set(names) <= passed
 
 
 def _applied(attempt: Attempt, previous: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -334,6 +381,7 @@ OWNED_FIELDS = (
     "lastSyncTime",
     "lastHandledReconcileAt",
     drift.APPLIED_FIELD,
+    TESTS_FIELD,
 )
 
 

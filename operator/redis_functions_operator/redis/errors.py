@@ -43,6 +43,7 @@ class ErrorKind(StrEnum):
     UNSAFE_LIBRARY = "UnsafeLibrary"  # loaded function names differ only in case: REPLACE/DELETE would crash it
     UNSUPPORTED_ON_SERVER = "UnsupportedOnServer"  # the vet says this server would fail it: never sent there
     NO_LUA_ENGINE = "NoLuaEngine"  # the server has no Lua engine: FUNCTION LOAD is never sent to it
+    SMOKE_TEST_FAILED = "SmokeTestFailed"  # a smoke test got another reply on the canary: its old code put back
     CONNECTION_FAILED = "ConnectionFailed"
     TIMEOUT = "Timeout"
     LOADING = "NodeLoading"
@@ -74,6 +75,7 @@ PERMANENT_KINDS = frozenset(
         ErrorKind.UNSAFE_LIBRARY,
         ErrorKind.UNSUPPORTED_ON_SERVER,
         ErrorKind.NO_LUA_ENGINE,
+        ErrorKind.SMOKE_TEST_FAILED,
     }
 )
 

@@ -15,6 +15,14 @@ The plan, and why each step exists:
 5. A **canary** primary is loaded first. A permanent failure there (compile error, bad metadata, a function name
    owned by another library, FUNCTION unsupported...) stops the rollout before anything else is touched, and the
    result carries Redis' own message (with the Lua line number).
+   With **smoke tests** (``library/probes.py``, run by ``redis/probing.py``), the canary runs them right after its
+   load and read-back. A test that gets another reply puts the canary back to its previous code (step 7's path)
+   and nothing else is touched (``SmokeTestFailed``); one that cannot run (BUSY, LOADING, a timeout) leaves the
+   canary with the code, which may be good, and touches nothing else: a transient failure. When some primaries
+   already hold the code (the next attempt after that, a repair the caller gates, tests added later), the tests run
+   on a holder before anything is written; a failure there puts the holders back to the version the others hold,
+   when they all hold one (never a delete). The caller passes tests only until they have passed for this code
+   (the operator keeps that in ``status.tests``), so an idle resync or a drift repair of proven code runs none.
 6. The **rest** are loaded concurrently with ``FUNCTION LOAD REPLACE``.
 7. If another primary fails *permanently* (typically a function name another library owns only there), the nodes
    that took the new code are **rolled back** to exactly what they had (their previous code, or no library), so a
@@ -40,9 +48,11 @@ from enum import StrEnum
 from typing import Any, TypeVar
 
 from redis_functions_operator.library import Library, LibraryError, code_sha256, vet, vetted
+from redis_functions_operator.library.probes import Probe, ProbeOutcome
 from redis_functions_operator.library.support import unsupported
-from redis_functions_operator.redis.connect import Connector, Endpoint, Target
+from redis_functions_operator.redis.connect import Connector, Endpoint, Mode, Target
 from redis_functions_operator.redis.errors import ErrorKind, NodeError, classify
+from redis_functions_operator.redis.probing import ProbeRun, run_probes
 from redis_functions_operator.redis.replies import pairs, text
 from redis_functions_operator.redis.topology import Node, Role, Topology, TopologyError, discover
 
@@ -100,6 +110,7 @@ class SyncResult:
     nodes: tuple[NodeResult, ...]
     error: NodeError | None = None  # the decisive error: the permanent one if any, else the first transient one
     blocking_node: str | None = None  # the node whose permanent refusal stopped or rolled back the rollout
+    probes: tuple[ProbeOutcome, ...] = ()  # the smoke tests run in this sync (none when nothing was written)
 
     @property
     def ok(self) -> bool:
@@ -162,17 +173,19 @@ async def sync(
     connector: Connector | None = None,
     topology: Topology | None = None,
     known: Known | None = None,
+    probes: Sequence[Probe] = (),
 ) -> SyncResult:
     """Make ``library`` present and verified on every primary of ``target``.
 
     ``known`` replaces the first read of the primaries it covers (a listing shared by a burst of syncs); the
-    others are read as usual, and every node loaded is read back whatever ``known`` said."""
+    others are read as usual, and every node loaded is read back whatever ``known`` said. ``probes`` (smoke tests)
+    gate the code: they run on a primary holding it before any other primary is written (see :func:`_sync`)."""
     async with _connector_for(target, connector) as conn:
         try:
             topo = topology or await discover(target, conn)
         except TopologyError as exc:
             return SyncResult(library.name, library.sha256, None, (), error=exc.error)
-        return await _sync(library, topo, conn, known or {})
+        return await _sync(library, topo, conn, known or {}, tuple(probes))
 
 
 async def check(
@@ -316,7 +329,9 @@ class InspectResult:
 # --- the engine ----------------------------------------------------------------------------------------------------
 
 
-async def _sync(library: Library, topo: Topology, conn: Connector, known: Known) -> SyncResult:
+async def _sync(
+    library: Library, topo: Topology, conn: Connector, known: Known, probes: tuple[Probe, ...] = ()
+) -> SyncResult:
     unreachable = [NodeResult(n, Outcome.FAILED, error=e) for n, e in topo.unreachable]
     if not topo.primaries:
         error = topo.unreachable[0][1] if topo.unreachable else NodeError(ErrorKind.TOPOLOGY, "no primary found")
@@ -341,10 +356,21 @@ async def _sync(library: Library, topo: Topology, conn: Connector, known: Known)
     blocking: str | None = None
     decisive: NodeError | None = None
 
-    # Canary: the first needy node (by address) that answers; a permanent refusal stops everything.
+    # Canary: the first needy node (by address) that answers; a permanent refusal stops everything. With smoke
+    # tests on a cluster, a primary serving slots goes first: a test's keys must hash to the canary's slots.
     remaining = list(needy)
+    if probes and topo.mode is Mode.CLUSTER:
+        remaining.sort(key=lambda s: not s.node.slots)
     loaded: list[Snapshot] = []
     readbacks: dict[Node, Snapshot] = {}  # loaded nodes, read back in the load's own round trip
+    probed: tuple[ProbeOutcome, ...] = ()
+    if probes and already:
+        holders = [s for s in readable if s.node in already]
+        run = await _test_on_holder(conn, topo, library.name, holders, probes, remaining, results)
+        probed = run.outcomes
+        if run.error is not None:
+            blocking, decisive, remaining = min(holders, key=_holder_order).node.address, run.error, []
+        probes = ()  # tested on the holder: the others are loaded as usual (or, after a failure, not at all)
     while remaining:
         canary = remaining.pop(0)
         canary_error, readback = await _load(conn, canary.node, library.code, library.name)
@@ -357,6 +383,14 @@ async def _sync(library: Library, topo: Topology, conn: Connector, known: Known)
         elif canary_error is None:
             results[canary.node] = NodeResult(canary.node, fix_outcome, canary.sha256)
             loaded.append(canary)
+            if probes:
+                run = await _test_on_canary(conn, topo, library.name, canary, probes, remaining, results, fix_outcome)
+                probed = run.outcomes
+                if run.error is not None:
+                    blocking, decisive, remaining = canary.node.address, run.error, []
+                    if run.error.permanent:  # put back by _test_on_canary
+                        loaded = []
+                        readbacks.clear()
             break
         results[canary.node] = NodeResult(canary.node, Outcome.FAILED, canary.sha256, error=canary_error)
         # The canary answered FUNCTION LIST a moment ago: losing its connection *during* FUNCTION LOAD means the
@@ -432,7 +466,69 @@ async def _sync(library: Library, topo: Topology, conn: Connector, known: Known)
     final.sort(key=lambda r: r.node.endpoint)
     if decisive is None:
         decisive = _first_error(final)
-    return SyncResult(library.name, library.sha256, topo, tuple(final), error=decisive, blocking_node=blocking)
+    return SyncResult(
+        library.name, library.sha256, topo, tuple(final), error=decisive, blocking_node=blocking, probes=probed
+    )
+
+
+def _holder_order(snapshot: Snapshot) -> tuple[bool, Endpoint]:
+    """Which holder runs the tests: one serving slots (a test's keys must hash there), then by address."""
+    return not snapshot.node.slots, snapshot.node.endpoint
+
+
+async def _test_on_holder(
+    conn: Connector,
+    topo: Topology,
+    name: str,
+    holders: list[Snapshot],
+    probes: tuple[Probe, ...],
+    waiting: list[Snapshot],
+    results: dict[Node, NodeResult],
+) -> ProbeRun:
+    """Smoke tests on a primary that already holds the code, before it is written anywhere else: a rollout whose
+    tests could not run last time (its canary kept the code), a repair the caller gates, code loaded before its
+    tests. After a test that got another reply the ``waiting`` primaries are skipped, and when they all hold one
+    same other version (the previous code of a rollout), the holders are put back to it: no mixed versions. When
+    they lack the library (or disagree) the holders are left as they are: a test's word never deletes a library
+    that serves while no other version exists to put back."""
+    holder = min(holders, key=_holder_order)
+    run = await run_probes(conn, holder.node, probes, topo.mode)
+    if run.error is None:
+        return run
+    results.update({s.node: NodeResult(s.node, Outcome.SKIPPED, s.sha256) for s in waiting})
+    previous = {s.code for s in waiting}
+    if not run.error.permanent or len(previous) != 1 or None in previous:
+        results[holder.node] = NodeResult(holder.node, Outcome.UNCHANGED, holder.sha256, error=run.error)
+        return run
+    (code,) = previous
+    await _roll_back(conn, name, [replace(h, code=code) for h in holders], results)
+    for h in holders:  # _roll_back reports the code it put back as "before": here it was this code
+        results[h.node] = replace(results[h.node], before_sha256=h.sha256)
+    return run
+
+
+async def _test_on_canary(
+    conn: Connector,
+    topo: Topology,
+    name: str,
+    canary: Snapshot,
+    probes: tuple[Probe, ...],
+    waiting: list[Snapshot],
+    results: dict[Node, NodeResult],
+    outcome: Outcome,
+) -> ProbeRun:
+    """Smoke tests on the canary that just took the code. A test that got another reply puts the canary back to its
+    previous code (the rollback path of a permanent refusal); one that could not run leaves the code there, since
+    it may be good. Either way the ``waiting`` primaries are skipped."""
+    run = await run_probes(conn, canary.node, probes, topo.mode)
+    if run.error is None:
+        return run
+    results.update({s.node: NodeResult(s.node, Outcome.SKIPPED, s.sha256) for s in waiting})
+    if run.error.permanent:
+        await _roll_back(conn, name, [canary], results)
+    else:
+        results[canary.node] = NodeResult(canary.node, outcome, canary.sha256, error=run.error)
+    return run
 
 
 def case_clash(functions: Iterable[tuple[str, tuple[str, ...]]]) -> tuple[str, str] | None:
