@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from redis_functions_operator.k8s import handlers
-from redis_functions_operator.k8s.controller import needs_cleanup
+from redis_functions_operator.reconcile.decide import needs_cleanup
 
 
 def registered_handlers() -> list[object]:

@@ -80,3 +80,6 @@ def test_constants_match_the_documented_policy() -> None:
     assert schedule.MISSING_REFERENCE_CAP == 30.0
     assert schedule.PERMANENT_FLOOR == 300.0
     assert schedule.JITTER == 0.10
+    assert schedule.ELDER_LOOKUP_WAIT == 0.2
+    assert schedule.KUBERNETES_UNAVAILABLE_WAIT == 5.0
+    assert schedule.UNEXPECTED_ERROR_WAIT == 30.0

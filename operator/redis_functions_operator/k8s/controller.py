@@ -2,12 +2,15 @@
 
 kopf feeds it watch events (:meth:`Controller.observe`) and reference changes (:meth:`observe_reference`); the
 controller decides whether they matter (a new generation, a user annotation, a referenced Secret/ConfigMap) and
-schedules the object on its :class:`WorkQueue`. Workers run :meth:`reconcile`, which is a straight line:
+schedules the object on its :class:`WorkQueue`. Workers run :meth:`reconcile`, which is a straight line of named
+steps:
 
-    annotations → spec → Secrets/ConfigMaps → library → engine.sync → status + events → next visit
+    gate (annotations) → spec → resolve (Secrets/ConfigMaps) → vet → claim → sync or check → report → next visit
 
-Each step's failure becomes a :class:`Failure` with a reason, so the status says exactly what is wrong. Nothing here
-imports kopf: the handlers module is the only place that knows about it.
+Each step's failure becomes a :class:`Failure` with a reason, so the status says exactly what is wrong. What a result
+means — the delay until the next visit, the events' texts, the state — is ``reconcile/decide.py``'s to say; this
+module keeps the I/O and the order. Nothing here imports kopf: the handlers module is the only place that knows
+about it.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NoReturn
 
 import urllib3.exceptions
 from kubernetes.client.exceptions import ApiException
@@ -26,26 +29,14 @@ from kubernetes.client.exceptions import ApiException
 from redis_functions_operator.k8s import metrics
 from redis_functions_operator.k8s.kube import Kube, ObjectRef
 from redis_functions_operator.k8s.ownership import Ownership
-from redis_functions_operator.k8s.resolve import ResolveError, resolve, resolve_target
+from redis_functions_operator.k8s.resolve import Resolved, ResolveError, resolve, resolve_target
 from redis_functions_operator.k8s.statuswriter import StatusWriter
 from redis_functions_operator.k8s.watchers import DEFAULT_INTERVAL, TargetWatchers
 from redis_functions_operator.k8s.workqueue import WorkQueue
-from redis_functions_operator.library import (
-    REFUSAL_PREFIX,
-    Library,
-    LibraryError,
-    Vetting,
-    parse_library,
-    parse_shebang,
-    vet,
-    vetted,
-)
-from redis_functions_operator.reconcile import drift, schedule
-from redis_functions_operator.reconcile.conditions import READY, find
+from redis_functions_operator.library import Library, LibraryError, parse_library, parse_shebang
+from redis_functions_operator.reconcile import decide, drift, schedule
 from redis_functions_operator.reconcile.spec import (
-    RECONCILE_REQUEST_ANNOTATION,
     Controls,
-    DeletionPolicy,
     LibrarySpec,
     ManagementPolicy,
     RefKind,
@@ -54,7 +45,6 @@ from redis_functions_operator.reconcile.spec import (
     parse_spec,
 )
 from redis_functions_operator.reconcile.status import (
-    DRIFTED_REASON,
     Attempt,
     Failure,
     failure_reason,
@@ -65,7 +55,7 @@ from redis_functions_operator.reconcile.status import (
 from redis_functions_operator.redis import sync as engine
 from redis_functions_operator.redis.connect import Connector, Target
 from redis_functions_operator.redis.errors import ErrorKind
-from redis_functions_operator.redis.listing import Listings
+from redis_functions_operator.redis.listing import Known, Listings
 from redis_functions_operator.redis.sync import Outcome, SyncResult
 from redis_functions_operator.redis.topology import Topology, TopologyError, discover
 
@@ -73,11 +63,8 @@ log = logging.getLogger(__name__)
 
 Key = tuple[str, str]  # (namespace, name)
 
-#: How soon an object looks again while an elder wanting the same library name has not discovered its servers.
-_ELDER_LOOKUP_WAIT = 0.2
-
-#: Canary primaries lost during FUNCTION LOAD of one code version before that code is not sent again (see Tracked).
-LOSSES_BEFORE_STOPPING = 2
+#: A queue with work overdue by this long while nothing runs is stuck (the liveness probe).
+_STUCK_AFTER_SECONDS = 300
 
 
 @dataclass(frozen=True)
@@ -144,6 +131,27 @@ class _CachedConnector:
     last_used: float = field(default_factory=time.monotonic)
 
 
+@dataclass
+class _Visit:
+    """One reconcile of one object, as its steps fill it in."""
+
+    key: Key
+    tracked: Tracked
+    ref: ObjectRef
+    previous: Mapping[str, Any]  # the status this visit started from (then the one it last wrote and waited for)
+    controls: Controls
+    base: Attempt  # what every attempt of this visit shares
+    resync_seconds: float | None = None  # known once the spec parses
+
+
+class _Finished(Exception):
+    """A step ended the visit; ``delay`` is the time until the next one (None: only on change)."""
+
+    def __init__(self, delay: float | None) -> None:
+        super().__init__(delay)
+        self.delay = delay
+
+
 class Controller:
     def __init__(
         self,
@@ -186,7 +194,7 @@ class Controller:
         name = library_name_from_spec(spec) if spec else None
         if spec is not None and name is not None:
             self.ownership.claim_as_written(key, target_identity(spec), name)
-        if trigger_token(body) != tracked.handled_token:
+        if decide.trigger_token(body) != tracked.handled_token:
             self.queue.add(key)
 
     def forget(self, body: Mapping[str, Any]) -> None:
@@ -293,18 +301,19 @@ class Controller:
             try:
                 delay = await self.reconcile(key)
                 tracked = self._objects.get(key)
-                outcome = _OUTCOME_OF_STATE.get(tracked.state, "error") if tracked else "verified"
+                outcome = decide.outcome_of_state(tracked.state) if tracked else "verified"
             except asyncio.CancelledError:
                 raise
             except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
                 # The API server is restarting, etcd is briefly away, a write conflicted: retry soon, quietly.
+                delay = schedule.KUBERNETES_UNAVAILABLE_WAIT
                 log.warning(
-                    "Kubernetes API unavailable while reconciling %s/%s (%s); retrying in 5s", *key, _brief(exc)
+                    "Kubernetes API unavailable while reconciling %s/%s (%s); retrying in %gs", *key, _brief(exc), delay
                 )
-                outcome, delay = "transient", 5.0
+                outcome = "transient"
             except Exception:
-                log.exception("reconcile of %s/%s failed unexpectedly; retrying in 30s", *key)
-                delay = 30.0
+                delay = schedule.UNEXPECTED_ERROR_WAIT
+                log.exception("reconcile of %s/%s failed unexpectedly; retrying in %gs", *key, delay)
             finally:
                 self.queue.done(key, delay)
                 metrics.RECONCILES.labels(outcome).inc()
@@ -321,7 +330,7 @@ class Controller:
     def health(self) -> dict[str, Any]:
         """For the liveness probe: a queue that has work overdue by minutes while nothing runs is stuck."""
         overdue = self.queue.overdue()
-        stuck = overdue > 300 and self.queue.in_flight() == 0
+        stuck = overdue > _STUCK_AFTER_SECONDS and self.queue.in_flight() == 0
         return {
             "libraries": len(self._objects),
             "queued": len(self.queue),
@@ -335,144 +344,167 @@ class Controller:
     # --- one reconcile --------------------------------------------------------------------------------------------
 
     async def reconcile(self, key: Key) -> float | None:
-        """Bring one object to its desired state; return the delay until its next visit (None: only on change)."""
+        """Bring one object to its desired state; return the delay until its next visit (None: only on change).
+
+        Named steps, each of which may end the visit (:class:`_Finished`): gate → resolve → vet → claim → sync (or
+        check, when nothing may be written) → report. The decisions are ``reconcile/decide.py``'s; this keeps the
+        I/O and the order."""
         tracked = self._objects.get(key)
         if tracked is None:
             return None
+        try:
+            visit = await self._gate(key, tracked)
+            spec = self._parse(visit)
+            resolved = await self._resolve(visit, spec)
+            library = await self._vet(visit, spec, resolved.code)
+            topology = await self._claim(visit, spec, library, resolved.target)
+            writes = drift.may_write(
+                spec.drift_policy, spec.management_policy, visit.previous, visit.ref.generation, library.sha256,
+                visit.controls.reconcile_requested_at,
+            )  # fmt: skip
+            if not writes:
+                result = await self._check(visit, library, resolved.target, topology)
+            else:
+                result = await self._sync(visit, spec, library, resolved.target, topology)
+            return await self._report(visit, spec, library, result, checked=not writes)
+        except _Finished as finished:
+            return finished.delay
+
+    async def _gate(self, key: Key, tracked: Tracked) -> _Visit:
+        """Note the trigger as handled; stop here while the object is being deleted, paused or unmanaged."""
         body = tracked.body
-        tracked.handled_token = trigger_token(body)
+        tracked.handled_token = decide.trigger_token(body)
         meta = body.get("metadata") or {}
         if meta.get("deletionTimestamp"):
-            return None  # the delete handler owns the object now
+            raise _Finished(None)  # the delete handler owns the object now
         ref = ObjectRef.of(body)
         # Our latest rendered status (it may still be queued) is newer than the body's; the body's is the truth
         # after a restart or when someone else edited the status.
         previous: Mapping[str, Any] = tracked.status_view or body.get("status") or {}
         controls = parse_controls(meta.get("annotations"))
-        now = _rfc3339(self._clock())
-        base = Attempt(generation=ref.generation, now=now, controls=controls)
-
+        base = decide.base_attempt(ref.generation, _rfc3339(self._clock()), controls)
+        visit = _Visit(key, tracked, ref, previous, controls, base)
         if controls.paused or not controls.managed:
             self.watchers.detach(key)
-            await self._write_status(ref, base, previous)
-            return None
+            self._write_status(ref, base, previous)
+            raise _Finished(None)
+        return visit
+
+    def _parse(self, visit: _Visit) -> LibrarySpec:
         try:
-            spec = parse_spec(body.get("spec") or {})
+            spec = parse_spec(visit.tracked.body.get("spec") or {})
         except SpecError as exc:
-            return await self._fail(tracked, ref, base, previous, Failure(exc.reason, exc.message, True), 300.0)
-        base = Attempt(
-            generation=ref.generation, now=now, controls=controls, version=spec.version,
-            drift_policy=spec.drift_policy, management_policy=spec.management_policy,
-            test_names=tuple(t.name for t in spec.tests),
-        )  # fmt: skip
+            self._fail(visit, Failure(exc.reason, exc.message, True), decide.Ending.SPEC_ERROR)
+        visit.base = decide.base_attempt(visit.ref.generation, visit.base.now, visit.controls, spec)
+        visit.resync_seconds = spec.resync_seconds
+        return spec
+
+    async def _resolve(self, visit: _Visit, spec: LibrarySpec) -> Resolved:
+        """The code and the target, with the Secrets and ConfigMaps they name."""
         try:
-            resolved = await resolve(spec, ref.namespace, self.kube, self.settings.redis_timeout)
+            return await resolve(spec, visit.ref.namespace, self.kube, self.settings.redis_timeout)
         except ResolveError as exc:
-            failure = Failure(exc.reason, exc.message, permanent=True)
-            delay = schedule.after_transient(
-                tracked.failures_in_a_row + 1, spec.resync_seconds, schedule.MISSING_REFERENCE_CAP
-            )
-            return await self._fail(tracked, ref, base, previous, failure, delay)
+            self._fail(visit, Failure(exc.reason, exc.message, permanent=True), decide.Ending.MISSING_REFERENCE)
         except ApiException as exc:
-            failure = Failure("KubernetesApiError", f"reading a referenced object: {exc.status} {exc.reason}", False)
-            delay = schedule.after_transient(tracked.failures_in_a_row + 1, spec.resync_seconds)
-            return await self._fail(tracked, ref, base, previous, failure, delay)
-        library_or_failure = check_library_if_known(resolved.code, spec)
+            self._fail(visit, decide.reference_api_failure(exc.status, exc.reason), decide.Ending.API_ERROR)
+
+    async def _vet(self, visit: _Visit, spec: LibrarySpec, code: bytes) -> Library:
+        library_or_failure = decide.check_library_if_known(code, spec)
         if library_or_failure is None:  # a new code version: parse and lint it off the event loop
-            library_or_failure = await asyncio.to_thread(check_library, resolved.code, spec)
+            library_or_failure = await asyncio.to_thread(decide.check_library, code, spec)
         if isinstance(library_or_failure, Failure):
-            return await self._fail(tracked, ref, base, previous, library_or_failure, 300.0)
-        library = library_or_failure
+            self._fail(visit, library_or_failure, decide.Ending.LIBRARY_REFUSED)
+        return library_or_failure
+
+    async def _claim(self, visit: _Visit, spec: LibrarySpec, library: Library, target: Target) -> Topology | None:
+        """Claim the library name on the target's primaries; stop if an older object has it (or may have it)."""
+        key = visit.key
         self.ownership.claim_as_written(key, target_identity(spec), library.name)
-        topology = await self._topology(resolved.target)
+        topology = await self._topology(target)
         primaries = topology.primaries if topology is not None else ()
         self.ownership.claim_servers(key, library.name, (n.identity for n in primaries))
         if self.ownership.undiscovered_elder(key) is not None:
-            return _ELDER_LOOKUP_WAIT  # an elder wanting this library name may share our servers: let it look first
+            # an elder wanting this library name may share our servers: let it look first
+            raise _Finished(decide.next_visit(decide.Ending.ELDER_LOOKUP, 0, visit.resync_seconds)[0])
         owner = self.ownership.blocker(key)
         if owner is not None:
             self.watchers.detach(key)
-            message = (
-                f"library {library.name} on this Redis is managed by {owner[0]}/{owner[1]} (the oldest object "
-                "claiming it, maybe through another address of the same servers); this object takes over if that "
-                "one is deleted or points elsewhere"
-            )
-            return await self._fail(tracked, ref, base, previous, Failure("ResourceConflict", message, True), 300.0)
-        self.watchers.attach(resolved.target, key)
-        writes = drift.may_write(
-            spec.drift_policy, spec.management_policy, previous, ref.generation, library.sha256,
-            controls.reconcile_requested_at,
-        )  # fmt: skip
-        if not writes:
-            return await self._check(tracked, ref, spec, library, resolved.target, topology, base, previous)
+            self._fail(visit, decide.conflict_failure(library.name, owner), decide.Ending.RESOURCE_CONFLICT)
+        self.watchers.attach(target, key)
+        return topology
 
-        observed = previous.get("observedGeneration")
-        if observed not in (None, -1) and observed != ref.generation:
-            # An update of a live library: say Reconciling while the new code goes out. (A brand-new object already
-            # reads InProgress through observedGeneration -1; skipping the write halves the API calls at scale.)
-            in_progress = replace(base, library=library, in_progress=True)
-            previous = await self._write_status(ref, in_progress, previous, wait=True)
-
+    async def _sync(
+        self, visit: _Visit, spec: LibrarySpec, library: Library, target: Target, topology: Topology | None
+    ) -> SyncResult:
+        """Load the code where it is missing or differs (the canary first, with the smoke tests)."""
+        tracked, controls = visit.tracked, visit.controls
+        if decide.announces_rollout(visit.previous, visit.ref.generation):
+            in_progress = replace(visit.base, library=library, in_progress=True)
+            visit.previous = await self._write_status_and_wait(visit.ref, in_progress, visit.previous)
         lost = self._losses(tracked, library, controls)
-        if len(lost) >= LOSSES_BEFORE_STOPPING:
-            return await self._fail(tracked, ref, base, previous, _lost_failure(lost), 300.0)
-        connector = self._connector(resolved.target)
-        known = None
-        if topology is not None and tracked.wake_reasons and self._burst(resolved.target):
-            # every library of this target was woken at once: one full listing per primary serves them all
-            known = await self.listings.known(resolved.target, topology, connector)
-            metrics.SHARED_LISTING_SYNCS.inc()
-        gate = (library.sha256, controls.reconcile_requested_at, spec.tests)
+        if decide.lost_too_often(lost):
+            self._fail(visit, decide.lost_failure(lost), decide.Ending.LOST_DURING_LOAD)
+        connector = self._connector(target)
+        known = await self._shared_listing(tracked, target, topology, connector)
+        gate = decide.smoke_gate(library, controls, spec)
         if tracked.smoke_failed is not None and tracked.smoke_failed[0] == gate:
-            later = schedule.after_permanent(spec.resync_seconds)
-            return await self._fail(tracked, ref, base, previous, tracked.smoke_failed[1], later)
-        probes = () if smoke_tests_passed(previous, library.sha256, base.test_names) else spec.tests
-        result = await engine.sync(
-            library, resolved.target, connector=connector, topology=topology, known=known, probes=probes
-        )
-        delay = self._next_delay(tracked, spec, result)
+            self._fail(visit, tracked.smoke_failed[1], decide.Ending.SMOKE_TEST_FAILED)
+        probes = () if smoke_tests_passed(visit.previous, library.sha256, visit.base.test_names) else spec.tests
+        result = await engine.sync(library, target, connector=connector, topology=topology, known=known, probes=probes)
+        self._remember(visit, library, result, lost, gate)
+        return result
+
+    def _remember(
+        self, visit: _Visit, library: Library, result: SyncResult, lost: list[str], gate: tuple[Any, ...]
+    ) -> None:
+        """Keep what the next sync must know: a canary lost during load (stop at the second), failed smoke tests."""
+        tracked = visit.tracked
         if result.error is not None and result.error.kind is ErrorKind.LOST_DURING_LOAD:
             tracked.lost_nodes = [*lost, result.blocking_node or "a primary"]
-            if len(tracked.lost_nodes) >= LOSSES_BEFORE_STOPPING:
-                return await self._fail(tracked, ref, base, previous, _lost_failure(tracked.lost_nodes), 300.0)
-        attempt = replace(base, library=library, result=result, retry_in=delay)
+            if decide.lost_too_often(tracked.lost_nodes):
+                self._fail(visit, decide.lost_failure(tracked.lost_nodes), decide.Ending.LOST_DURING_LOAD)
         if result.error is not None and result.error.kind is ErrorKind.SMOKE_TEST_FAILED:
+            attempt = replace(visit.base, library=library, result=result)
             tracked.smoke_failed = (gate, Failure(*failure_reason(attempt), permanent=True))
         elif result.ok:
             tracked.smoke_failed = None
-        await self._post_events(ref, spec, library, result, previous, attempt, tracked.wake_reasons)
-        tracked.wake_reasons = []
-        await self._write_status(ref, attempt, previous)
-        return delay
 
-    async def _check(
-        self,
-        tracked: Tracked,
-        ref: ObjectRef,
-        spec: LibrarySpec,
-        library: Library,
-        target: Target,
-        topology: Topology | None,
-        base: Attempt,
-        previous: Mapping[str, Any],
-    ) -> float:
+    async def _check(self, visit: _Visit, library: Library, target: Target, topology: Topology | None) -> SyncResult:
         """Read every primary and report what differs, writing nothing to Redis (``driftPolicy: Report`` once the
         spec is loaded; ``managementPolicy: Observe`` always)."""
         connector = self._connector(target)
-        known = None
-        if topology is not None and tracked.wake_reasons and self._burst(target):
-            known = await self.listings.known(target, topology, connector)
-            metrics.SHARED_LISTING_SYNCS.inc()
-        result = await engine.check(library, target, connector=connector, topology=topology, known=known)
-        delay = self._next_delay(tracked, spec, result)
-        attempt = replace(base, library=library, result=result, retry_in=delay)
-        await self._report_drift(ref, attempt, previous, tracked.wake_reasons)
-        await self._post_events(ref, spec, library, result, previous, attempt, tracked.wake_reasons)
+        known = await self._shared_listing(visit.tracked, target, topology, connector)
+        return await engine.check(library, target, connector=connector, topology=topology, known=known)
+
+    async def _shared_listing(
+        self, tracked: Tracked, target: Target, topology: Topology | None, connector: Connector
+    ) -> Known | None:
+        """When every library of the target was woken at once: one full listing per primary serves them all."""
+        if topology is None or not tracked.wake_reasons or not self._burst(target):
+            return None
+        known = await self.listings.known(target, topology, connector)
+        metrics.SHARED_LISTING_SYNCS.inc()
+        return known
+
+    async def _report(
+        self, visit: _Visit, spec: LibrarySpec, library: Library, result: SyncResult, checked: bool
+    ) -> float:
+        """Events, metrics and the status for the engine's result; the delay until the next visit."""
+        tracked = visit.tracked
+        delay, tracked.failures_in_a_row = decide.next_visit(
+            decide.ending_of(result), tracked.failures_in_a_row, spec.resync_seconds
+        )
+        attempt = replace(visit.base, library=library, result=result, retry_in=delay)
+        if checked:
+            self._report_drift(visit.ref, attempt, visit.previous, tracked.wake_reasons)
+        self._count(spec, result)
+        for event in decide.sync_events(spec, library, result, visit.previous, attempt, tracked.wake_reasons):
+            self._emit(visit.ref, event)
         tracked.wake_reasons = []
-        await self._write_status(ref, attempt, previous)
+        self._write_status(visit.ref, attempt, visit.previous)
         return delay
 
-    async def _report_drift(
+    def _report_drift(
         self, ref: ObjectRef, attempt: Attempt, previous: Mapping[str, Any], wake_reasons: list[str]
     ) -> None:
         """A Warning event and the metric for primaries found drifted that the last status did not show so."""
@@ -482,13 +514,17 @@ class Controller:
         newly = drift.newly_drifted(result, previous.get("nodes") or [])
         for node in newly:
             metrics.DRIFT_DETECTED.labels("missing" if node.before_sha256 is None else "different").inc()
-        if not newly:
-            return
-        only_new = replace(result, nodes=tuple(newly))
-        because = f" after: {'; '.join(wake_reasons)}" if wake_reasons else ""
-        message = f"{drift.describe(only_new)}{because}; {drift.left_as_found(attempt.management_policy)}"
-        log.warning("%s: drift: %s", ref, message)
-        self.kube.emit(ref, "Warning", DRIFTED_REASON, message)
+        if newly:
+            self._emit(ref, decide.drift_event(newly, result, attempt, wake_reasons))
+
+    @staticmethod
+    def _count(spec: LibrarySpec, result: SyncResult) -> None:
+        for node in result.nodes:
+            if node.outcome is Outcome.REPAIRED:
+                metrics.DRIFT_REPAIRS.labels("different" if node.before_sha256 else "missing").inc()
+        for node in result.nodes:
+            if node.error is not None and node.outcome is Outcome.FAILED:
+                metrics.LOAD_FAILURES.labels(",".join(str(e) for e in spec.endpoints), node.error.kind.value).inc()
 
     @staticmethod
     def _losses(tracked: Tracked, library: Library, controls: Controls) -> list[str]:
@@ -502,91 +538,47 @@ class Controller:
         burst = self.settings.listing_burst
         return burst > 0 and self.watchers.key_count(target) >= burst
 
-    def _next_delay(self, tracked: Tracked, spec: LibrarySpec, result: SyncResult) -> float:
-        if result.ok or (result.error is None and result.drifted):  # drift left as found: watched, not retried
-            tracked.failures_in_a_row = 0
-            return schedule.after_success(spec.resync_seconds)
-        tracked.failures_in_a_row += 1
-        if result.permanent:
-            return schedule.after_permanent(spec.resync_seconds)
-        return schedule.after_transient(tracked.failures_in_a_row, spec.resync_seconds)
+    def _fail(self, visit: _Visit, failure: Failure, ending: decide.Ending) -> NoReturn:
+        """End the visit on a failure found before (or instead of) an engine result: its event if the Ready reason
+        changes, its status, and the delay :func:`decide.next_visit` gives it."""
+        tracked = visit.tracked
+        delay, tracked.failures_in_a_row = decide.next_visit(ending, tracked.failures_in_a_row, visit.resync_seconds)
+        event = decide.failure_event(visit.previous, failure)
+        if event is not None:
+            self._emit(visit.ref, event)
+        attempt = replace(visit.base, failure=failure, retry_in=delay)
+        self._write_status(visit.ref, attempt, visit.previous)
+        raise _Finished(delay)
 
-    async def _fail(
-        self,
-        tracked: Tracked,
-        ref: ObjectRef,
-        base: Attempt,
-        previous: Mapping[str, Any],
-        failure: Failure,
-        delay: float,
-    ) -> float:
-        tracked.failures_in_a_row += 1
-        attempt = replace(base, failure=failure, retry_in=delay)
-        old_ready = find(previous.get("conditions") or [], READY)
-        if not old_ready or old_ready.get("reason") != failure.reason:
-            log.warning("%s: %s: %s", ref, failure.reason, failure.message)
-            self.kube.emit(ref, "Warning", failure.reason, failure.message)
-        await self._write_status(ref, attempt, previous)
-        return delay
+    def _emit(self, ref: ObjectRef, event: decide.Event) -> None:
+        if event.type == "Warning":
+            log.warning("%s: %s: %s", ref, event.reason, event.message)
+        else:
+            log.info("%s: %s", ref, event.message)
+        self.kube.emit(ref, event.type, event.reason, event.message)
 
-    async def _write_status(
-        self, ref: ObjectRef, attempt: Attempt, previous: Mapping[str, Any], wait: bool = False
-    ) -> Mapping[str, Any]:
-        key: Key = (ref.namespace, ref.name)
-        tracked = self._objects.get(key)
-        status = render_status(attempt, previous)
-        if tracked is not None:
-            tracked.state = state_of(attempt)
-            tracked.status_view = status
+    def _write_status(self, ref: ObjectRef, attempt: Attempt, previous: Mapping[str, Any]) -> None:
+        """Queue the status (the writer sends the latest one per object)."""
+        status = self._rendered(ref, attempt, previous)
         if status_changed(status, previous):
-            if wait:
-                await self.statuses.submit_and_wait(key, ref, status, patience=2.0)
-            else:
-                self.statuses.submit(key, ref, status)
+            self.statuses.submit((ref.namespace, ref.name), ref, status)
+
+    async def _write_status_and_wait(
+        self, ref: ObjectRef, attempt: Attempt, previous: Mapping[str, Any]
+    ) -> Mapping[str, Any]:
+        """Write the status before going on (for a moment at most); return it."""
+        status = self._rendered(ref, attempt, previous)
+        if status_changed(status, previous):
+            await self.statuses.submit_and_wait((ref.namespace, ref.name), ref, status, patience=2.0)
         return status
 
-    async def _post_events(
-        self,
-        ref: ObjectRef,
-        spec: LibrarySpec,
-        library: Library,
-        result: SyncResult,
-        previous: Mapping[str, Any],
-        attempt: Attempt,
-        wake_reasons: list[str],
-    ) -> None:
-        loaded = [n for n in result.nodes if n.outcome is Outcome.LOADED]
-        repaired = [n for n in result.nodes if n.outcome is Outcome.REPAIRED]
-        version = f"version {spec.version} " if spec.version else ""
-        if loaded:
-            updated = any(n.before_sha256 for n in loaded)
-            message = (
-                f"library {library.name} {version}(sha256 {library.sha256[:12]}) "
-                f"{'updated' if updated else 'loaded'} on {len(loaded)}/{len(result.nodes)} primaries"
-            )
-            log.info("%s: %s", ref, message)
-            self.kube.emit(ref, "Normal", "Updated" if updated else "Loaded", message)
-        for node in repaired:
-            metrics.DRIFT_REPAIRS.labels("different" if node.before_sha256 else "missing").inc()
-        for node in result.nodes:
-            if node.error is not None and node.outcome is Outcome.FAILED:
-                metrics.LOAD_FAILURES.labels(",".join(str(e) for e in spec.endpoints), node.error.kind.value).inc()
-        if repaired:
-            details = ", ".join(
-                f"{n.address} ({'missing' if not n.before_sha256 else 'held other code'})" for n in repaired
-            )
-            because = f" after: {'; '.join(wake_reasons)}" if wake_reasons else ""
-            message = f"library {library.name} repaired on {details}{because}"
-            log.info("%s: %s", ref, message)
-            self.kube.emit(ref, "Normal", "DriftRepaired", message)
-        if not result.ok:
-            old_ready = find(previous.get("conditions") or [], READY)
-            new_ready = find(render_status(attempt, previous)["conditions"], READY)
-            if new_ready and new_ready.get("reason") == DRIFTED_REASON:
-                return  # _report_drift posts its own event, per newly drifted primary
-            if new_ready and (not old_ready or old_ready.get("reason") != new_ready.get("reason")):
-                log.warning("%s: %s: %s", ref, new_ready["reason"], new_ready["message"])
-                self.kube.emit(ref, "Warning", str(new_ready["reason"]), str(new_ready["message"]))
+    def _rendered(self, ref: ObjectRef, attempt: Attempt, previous: Mapping[str, Any]) -> Mapping[str, Any]:
+        status = render_status(attempt, previous)
+        tracked = self._objects.get((ref.namespace, ref.name))
+        if tracked is not None:
+            tracked.state = decide.state_of(attempt)
+            tracked.status_view = status
+        return status
 
     # --- deletion -------------------------------------------------------------------------------------------------
 
@@ -642,64 +634,6 @@ class Controller:
             await self._connectors.pop(target).connector.aclose()
 
 
-def _lost_failure(lost: list[str]) -> Failure:
-    message = (
-        f"not sent again: {' and then '.join(lost)} stopped answering during FUNCTION LOAD of this code, so it may "
-        f"crash the server; change the code, or set the annotation {RECONCILE_REQUEST_ANNOTATION} to try once more"
-    )
-    return Failure("NodeLostDuringLoad", message, permanent=True)
-
-
-def check_library(code: bytes, spec: LibrarySpec) -> Library | Failure:
-    """Vet the code before any server sees it: run its load as FUNCTION LOAD would (the library wing's :func:`vet`,
-    cached there by sha256, so a resync of a thousand unchanged libraries runs nothing)."""
-    try:
-        vetting = vet(code)
-    except LibraryError as exc:
-        return Failure("InvalidLibrary", f"line {exc.line}: {exc.message}", permanent=True)
-    return _for_spec(vetting, spec)
-
-
-def check_library_if_known(code: bytes, spec: LibrarySpec) -> Library | Failure | None:
-    """:func:`check_library` when this code version was already vetted (no work, so no thread needed), else None."""
-    vetting = vetted(code)
-    return None if vetting is None else _for_spec(vetting, spec)
-
-
-def _for_spec(vetting: Vetting, spec: LibrarySpec) -> Library | Failure:
-    library = vetting.library
-    if spec.library_name and spec.library_name != library.name:
-        message = f"spec.libraryName is {spec.library_name!r} but the code's shebang names {library.name!r}"
-        return Failure("LibraryNameMismatch", message, permanent=True)
-    refusal = vetting.refusal
-    if refusal is None:
-        return library
-    return Failure(
-        refusal.reason, f"refused before loading ({REFUSAL_PREFIX[refusal.reason]}): {refusal.located}", True
-    )
-
-
-_OUTCOME_OF_STATE = {
-    "ready": "verified",
-    "reconciling": "transient",
-    "stalled": "permanent",
-    "paused": "paused",
-    "drifted": "drifted",
-}
-
-
-def state_of(attempt: Attempt) -> str:
-    if attempt.controls.paused or not attempt.controls.managed:
-        return "paused"
-    if attempt.in_progress:
-        return "reconciling"
-    if attempt.ok:
-        return "ready"
-    if attempt.left_drifted:
-        return "drifted"
-    return "stalled" if attempt.permanent else "reconciling"
-
-
 def target_identity(spec: LibrarySpec) -> tuple[tuple[str, ...], str, str | None]:
     """The target as written (sorted endpoints, mode, sentinel master), credentials excluded: two objects naming the
     same seeds with different users still put the library on the same primaries."""
@@ -725,29 +659,6 @@ def _key(body: Mapping[str, Any]) -> Key:
 
 def _created(body: Mapping[str, Any]) -> str:
     return str((body.get("metadata") or {}).get("creationTimestamp") or "")
-
-
-def trigger_token(body: Mapping[str, Any]) -> tuple[Any, ...]:
-    """What, when it changes, calls for a reconcile now: identity, generation, the user's annotations."""
-    meta = body.get("metadata") or {}
-    controls: Controls = parse_controls(meta.get("annotations"))
-    return (
-        meta.get("uid"),
-        meta.get("generation"),
-        controls.paused,
-        controls.managed,
-        controls.reconcile_requested_at,
-        bool(meta.get("deletionTimestamp")),
-    )
-
-
-def needs_cleanup(body: Mapping[str, Any]) -> bool:
-    """Whether deleting this object must remove the library from Redis (and so whether it carries the finalizer)."""
-    spec = body.get("spec") or {}
-    controls = parse_controls((body.get("metadata") or {}).get("annotations"))
-    policy = spec.get("deletionPolicy") or DeletionPolicy.DELETE.value
-    observing = spec.get("managementPolicy") == ManagementPolicy.OBSERVE.value  # never writes, so never deletes
-    return policy == DeletionPolicy.DELETE.value and controls.managed and not controls.paused and not observing
 
 
 def _brief(exc: BaseException) -> str:

@@ -29,8 +29,9 @@ from typing import Any
 
 import kopf
 
-from redis_functions_operator.k8s.controller import Controller, needs_cleanup
+from redis_functions_operator.k8s.controller import Controller
 from redis_functions_operator.k8s.kube import GROUP, PLURAL, VERSION, EveryLibraryWatch, LabelSelector, ObjectRef
+from redis_functions_operator.reconcile.decide import needs_cleanup
 from redis_functions_operator.reconcile.spec import RefKind
 from redis_functions_operator.redis.sync import SyncResult
 
