@@ -1,39 +1,45 @@
 """The sync engine: make one library present, byte-exact, on every primary of a target, and say what happened on
 each node.
 
-The plan, and why each step exists:
+The plan, and why each step exists. ``_sync`` runs the steps in this order over one ``_Rollout`` record (the
+snapshots read, who already holds the code and who is to load it, the results so far, the decisive error and the
+blocking node, the smoke tests' outcomes); each step is the function named with it, and writes only to that record:
 
-1. **Discover** the primaries (``topology``), never trusting a cached view: failovers and new shards move them.
-2. **Read** each primary's copy with ``FUNCTION LIST LIBRARYNAME <name> WITHCODE``. The pattern is a
-   case-insensitive glob, so only the exact-name entry counts; code is compared as bytes (Redis returns it
-   byte-exact) — never list order or DUMP bytes, which differ between equal nodes (``docs/redis-facts.md`` F7).
-3. Nodes already right are **left alone**: a re-sync of an unchanged library sends no FUNCTION LOAD.
-4. The vet's verdict is **applied to each primary** as discovery found it (engine, version, Lua engine;
-   ``library/support.py``): when one would fail the library — no Lua engine, a load or a function that fails on
-   that server only — nothing is sent anywhere (``NoLuaEngine``, ``UnsupportedOnServer``), so servers of a mixed
-   fleet never end up with different versions.
-5. A **canary** primary is loaded first. A permanent failure there (compile error, bad metadata, a function name
-   owned by another library, FUNCTION unsupported...) stops the rollout before anything else is touched, and the
-   result carries Redis' own message (with the Lua line number).
+1. **Discover** the primaries (``topology``; the entry points do, before ``_sync``), never trusting a cached view:
+   failovers and new shards move them.
+2. **Read** each primary's copy (``_read_primaries``) with ``FUNCTION LIST LIBRARYNAME <name> WITHCODE``. The
+   pattern is a case-insensitive glob, so only the exact-name entry counts; code is compared as bytes (Redis returns
+   it byte-exact) — never list order or DUMP bytes, which differ between equal nodes (``docs/redis-facts.md`` F7).
+3. Nodes already right are **left alone** (``_Rollout.start``: the ``holders``): a re-sync of an unchanged library
+   sends no FUNCTION LOAD.
+4. The vet's verdict is **applied to each primary** as discovery found it (``_refusals``: ``_unsupported_nodes``;
+   engine, version, Lua engine; ``library/support.py``): when one would fail the library — no Lua engine, a load or
+   a function that fails on that server only — nothing is sent anywhere (``_refuse``: ``NoLuaEngine``,
+   ``UnsupportedOnServer``), so servers of a mixed fleet never end up with different versions.
+5. A **canary** primary is loaded first (``_canary_order``, ``_load_canary``). A permanent failure there (compile
+   error, bad metadata, a function name owned by another library, FUNCTION unsupported...) stops the rollout before
+   anything else is touched, and the result carries Redis' own message (with the Lua line number).
    With **smoke tests** (``library/probes.py``, run by ``redis/probing.py``), the canary runs them right after its
-   load and read-back. A test that gets another reply puts the canary back to its previous code (step 7's path)
-   and nothing else is touched (``SmokeTestFailed``); one that cannot run (BUSY, LOADING, a timeout) leaves the
-   canary with the code, which may be good, and touches nothing else: a transient failure. When some primaries
-   already hold the code (the next attempt after that, a repair the caller gates, tests added later), the tests run
-   on a holder before anything is written; a failure there puts the holders back to the version the others hold,
-   when they all hold one (never a delete). The caller passes tests only until they have passed for this code
-   (the operator keeps that in ``status.tests``), so an idle resync or a drift repair of proven code runs none.
-6. The **rest** are loaded concurrently with ``FUNCTION LOAD REPLACE``.
+   load and read-back (``_test_on_canary``). A test that gets another reply puts the canary back to its previous
+   code (step 7's path) and nothing else is touched (``SmokeTestFailed``); one that cannot run (BUSY, LOADING, a
+   timeout) leaves the canary with the code, which may be good, and touches nothing else: a transient failure. When
+   some primaries already hold the code (the next attempt after that, a repair the caller gates, tests added later),
+   the tests run on a holder before anything is written (``_test_on_holder``); a failure there puts the holders back
+   to the version the others hold, when they all hold one (never a delete). The caller passes tests only until they
+   have passed for this code (the operator keeps that in ``status.tests``), so an idle resync or a drift repair of
+   proven code runs none.
+6. The **rest** are loaded concurrently with ``FUNCTION LOAD REPLACE`` (``_load_the_rest``).
 7. If another primary fails *permanently* (typically a function name another library owns only there), the nodes
-   that took the new code are **rolled back** to exactly what they had (their previous code, or no library), so a
-   permanent failure never leaves mixed versions behind. Transient failures are reported as retryable and the nodes
-   that did load keep the new code — retrying converges, rolling back would only delay it.
+   that took the new code are **rolled back** to exactly what they had (``_roll_back_loaded``: their previous code,
+   or no library), so a permanent failure never leaves mixed versions behind. Transient failures are reported as
+   retryable and the nodes that did load keep the new code — retrying converges, rolling back would only delay it.
 8. A library whose loaded function names differ only in case is **never replaced, deleted or spread**: Redis 7.0.15
    and Valkey 9.1.2 accept it, then abort on its next FUNCTION LOAD REPLACE or FUNCTION DELETE. The lint refuses
    such code before any load; this is the engine's own guard for what a static read cannot see (names computed at
-   load time behind a ``lint-ignore``), judged from what the servers report.
-9. Every primary is **verified** again by reading the code back (for a drift repair, the repaired nodes: the
-   others were read in step 2 of the same sync).
+   load time behind a ``lint-ignore``), judged from what the servers report: the first read, before step 4
+   (``_refusals``: ``_clashes``), and the canary's read-back (``_load_canary``).
+9. Every primary is **verified** again by reading the code back (``_verify``; for a drift repair, the repaired
+   nodes: the others were read in step 2 of the same sync), and each node's result is judged by it (``_verdict``).
 
 Every network call is bounded by the target's timeout, and every node's result is kept: one node's failure never
 hides another's.
@@ -52,7 +58,7 @@ from redis_functions_operator.library.probes import Probe, ProbeOutcome
 from redis_functions_operator.library.support import unsupported
 from redis_functions_operator.redis.connect import Connector, Endpoint, Mode, Target
 from redis_functions_operator.redis.errors import ErrorKind, NodeError, classify
-from redis_functions_operator.redis.probing import ProbeRun, run_probes
+from redis_functions_operator.redis.probing import run_probes
 from redis_functions_operator.redis.replies import pairs, text
 from redis_functions_operator.redis.topology import Node, Role, Topology, TopologyError, discover
 
@@ -329,146 +335,225 @@ class InspectResult:
 # --- the engine ----------------------------------------------------------------------------------------------------
 
 
+@dataclass
+class _Rollout:
+    """One sync of one library on one discovered topology, filled in by the steps in turn. A step reads what it
+    needs here and writes back only here: per-primary results, the decisive error, the smoke tests' outcomes."""
+
+    library: Library
+    topo: Topology
+    first_read: list[Snapshot]  # step 2: every primary that could be read, as it was read
+    not_read: list[NodeResult]  # step 2: the primaries that could not be reached or read, reported as failed
+    to_load: list[Snapshot]  # the readable primaries without the exact code
+    holders: list[Snapshot]  # step 3: the readable primaries that already hold it, left alone
+    load_outcome: Outcome  # a load is a drift REPAIRED when some primary already held the code, else LOADED
+    results: dict[Node, NodeResult]  # per readable primary, so far (the holders start Unchanged)
+    loaded: list[Snapshot] = field(default_factory=list)  # took the new code: what step 7 puts back
+    readbacks: dict[Node, Snapshot] = field(default_factory=dict)  # loaded nodes, read back in the load's round trip
+    error: NodeError | None = None  # the decisive error, once a step stopped the rollout
+    blocking_node: str | None = None  # the node whose permanent refusal (or failed smoke test) stopped it
+    probes: tuple[ProbeOutcome, ...] = ()  # the smoke tests run
+
+    @classmethod
+    def start(
+        cls, library: Library, topo: Topology, first_read: list[Snapshot], not_read: list[NodeResult]
+    ) -> _Rollout:
+        """Step 3: the primaries that already hold the code are left alone; the others are to load."""
+        holders = [s for s in first_read if s.code == library.code]
+        return cls(
+            library,
+            topo,
+            first_read,
+            not_read,
+            to_load=[s for s in first_read if s.code != library.code],
+            holders=holders,
+            load_outcome=Outcome.REPAIRED if holders else Outcome.LOADED,
+            results={s.node: NodeResult(s.node, Outcome.UNCHANGED, s.sha256) for s in holders},
+        )
+
+    def took_code(self, snap: Snapshot) -> None:
+        self.results[snap.node] = NodeResult(snap.node, self.load_outcome, snap.sha256)
+        self.loaded.append(snap)
+
+    def skip(self, waiting: Iterable[Snapshot]) -> None:
+        self.results.update({s.node: NodeResult(s.node, Outcome.SKIPPED, s.sha256) for s in waiting})
+
+    def stop(self, node: Node, error: NodeError) -> None:
+        self.blocking_node, self.error = node.address, error
+
+
 async def _sync(
     library: Library, topo: Topology, conn: Connector, known: Known, probes: tuple[Probe, ...] = ()
 ) -> SyncResult:
+    """The steps of the module's docstring, in order, on a discovered topology (step 1)."""
     unreachable = [NodeResult(n, Outcome.FAILED, error=e) for n, e in topo.unreachable]
     if not topo.primaries:
         error = topo.unreachable[0][1] if topo.unreachable else NodeError(ErrorKind.TOPOLOGY, "no primary found")
         return SyncResult(library.name, library.sha256, topo, tuple(unreachable), error=error)
-
-    snapshots = await asyncio.gather(*(_first_read(conn, n, library.name, known) for n in topo.primaries))
-    unreadable = [NodeResult(s.node, Outcome.FAILED, error=s.error) for s in snapshots if s.error is not None]
-    readable = [s for s in snapshots if s.error is None]
-    if any(case_clash(s.functions) for s in readable):
-        return _refuse(library, topo, readable, unreadable + unreachable, _clashes(library, readable))
-    unfit = await _unsupported_nodes(library, topo.primaries)
-    if unfit:
-        return _refuse(library, topo, readable, unreadable + unreachable, unfit)
-    needy = [s for s in readable if s.code != library.code]
-    already = {s.node for s in readable if s.code == library.code}
-    # Drift repair vs rollout: if some primary already holds the code, the others are being repaired.
-    fix_outcome = Outcome.REPAIRED if already else Outcome.LOADED
-
-    results: dict[Node, NodeResult] = {
-        s.node: NodeResult(s.node, Outcome.UNCHANGED, s.sha256) for s in readable if s.node in already
-    }
-    blocking: str | None = None
-    decisive: NodeError | None = None
-
-    # Canary: the first needy node (by address) that answers; a permanent refusal stops everything. With smoke
-    # tests on a cluster, a primary serving slots goes first: a test's keys must hash to the canary's slots.
-    remaining = list(needy)
-    if probes and topo.mode is Mode.CLUSTER:
-        remaining.sort(key=lambda s: not s.node.slots)
-    loaded: list[Snapshot] = []
-    readbacks: dict[Node, Snapshot] = {}  # loaded nodes, read back in the load's own round trip
-    probed: tuple[ProbeOutcome, ...] = ()
-    if probes and already:
-        holders = [s for s in readable if s.node in already]
-        run = await _test_on_holder(conn, topo, library.name, holders, probes, remaining, results)
-        probed = run.outcomes
-        if run.error is not None:
-            blocking, decisive, remaining = min(holders, key=_holder_order).node.address, run.error, []
+    readable, unreadable = await _read_primaries(conn, topo, library.name, known)
+    refused = await _refusals(library, topo, readable)
+    if refused:
+        return _refuse(library, topo, readable, unreadable + unreachable, refused)
+    rollout = _Rollout.start(library, topo, readable, unreadable + unreachable)
+    waiting = _canary_order(rollout.to_load, probes, topo.mode)
+    if probes and rollout.holders:
+        waiting = await _test_on_holder(conn, rollout, probes, waiting)
         probes = ()  # tested on the holder: the others are loaded as usual (or, after a failure, not at all)
+    waiting = await _load_canary(conn, rollout, waiting, probes)
+    if waiting:
+        refusal = await _load_the_rest(conn, rollout, waiting)
+        if refusal is not None:
+            rollout.stop(*refusal)
+            await _roll_back_loaded(conn, rollout)
+    return _verdict(rollout, await _verify(conn, rollout))
+
+
+async def _read_primaries(
+    conn: Connector, topo: Topology, name: str, known: Known
+) -> tuple[list[Snapshot], list[NodeResult]]:
+    """Step 2: every primary's copy (``known``'s where it covers the primary): the snapshots read, and the
+    primaries that could not be read, as failed results."""
+    snapshots = await asyncio.gather(*(_first_read(conn, n, name, known) for n in topo.primaries))
+    readable = [s for s in snapshots if s.error is None]
+    unreadable = [NodeResult(s.node, Outcome.FAILED, error=s.error) for s in snapshots if s.error is not None]
+    return readable, unreadable
+
+
+async def _refusals(library: Library, topo: Topology, readable: list[Snapshot]) -> dict[Node, NodeError]:
+    """Steps 8 and 4, before anything is sent: the primaries holding this library with case-clashing function
+    names, else the primaries the vet says would fail it. Any refusal means nothing is sent anywhere."""
+    return _clashes(library, readable) or await _unsupported_nodes(library, topo.primaries)
+
+
+def _canary_order(to_load: list[Snapshot], probes: tuple[Probe, ...], mode: Mode) -> list[Snapshot]:
+    """The primaries to load, canary candidates first: by address, except that with smoke tests on a cluster a
+    primary serving slots goes first (a test's keys must hash to the canary's slots)."""
+    order = list(to_load)
+    if probes and mode is Mode.CLUSTER:
+        order.sort(key=lambda s: not s.node.slots)
+    return order
+
+
+async def _load_canary(
+    conn: Connector, rollout: _Rollout, waiting: list[Snapshot], probes: tuple[Probe, ...]
+) -> list[Snapshot]:
+    """Step 5: load the first waiting primary that answers (and run the smoke tests there). Returns the primaries
+    still to load: none when the canary stopped the rollout (a permanent refusal, a possible crash, a failed test),
+    in which case they are reported skipped."""
+    library = rollout.library
+    remaining = list(waiting)
     while remaining:
         canary = remaining.pop(0)
-        canary_error, readback = await _load(conn, canary.node, library.code, library.name)
+        error, readback = await _load(conn, canary.node, library.code, library.name)
         if readback is not None:
-            readbacks[canary.node] = readback
+            rollout.readbacks[canary.node] = readback
         clash = case_clash(readback.functions) if readback is not None else None
-        if canary_error is None and clash is not None:
-            # loaded, and now unsafe to replace or delete there: leave it, and send it nowhere else
-            canary_error = _unsafe_error(canary.node, library.name, clash)
-        elif canary_error is None:
-            results[canary.node] = NodeResult(canary.node, fix_outcome, canary.sha256)
-            loaded.append(canary)
-            if probes:
-                run = await _test_on_canary(conn, topo, library.name, canary, probes, remaining, results, fix_outcome)
-                probed = run.outcomes
-                if run.error is not None:
-                    blocking, decisive, remaining = canary.node.address, run.error, []
-                    if run.error.permanent:  # put back by _test_on_canary
-                        loaded = []
-                        readbacks.clear()
-            break
-        results[canary.node] = NodeResult(canary.node, Outcome.FAILED, canary.sha256, error=canary_error)
-        # The canary answered FUNCTION LIST a moment ago: losing its connection *during* FUNCTION LOAD means the
-        # code may have brought it down (Valkey 9.1.2 aborts on some load-time calls, Redis 7.0 on some function
-        # names). Never try the same code on the next primary. (A timeout is not that: a slow node is just slow.)
-        if canary_error.kind is ErrorKind.CONNECTION_FAILED:
-            canary_error = NodeError(
-                ErrorKind.LOST_DURING_LOAD,
-                f"{canary.node.address} stopped answering during FUNCTION LOAD ({canary_error.message}); "
-                "the code may crash the server, so no other primary was tried in this attempt",
-            )
-            results[canary.node] = NodeResult(canary.node, Outcome.FAILED, canary.sha256, error=canary_error)
-        if canary_error.permanent or canary_error.kind is ErrorKind.LOST_DURING_LOAD:
-            blocking, decisive = canary.node.address, canary_error
-            for s in remaining:
-                results[s.node] = NodeResult(s.node, Outcome.SKIPPED, s.sha256)
-            remaining = []
+        if error is None and clash is not None:
+            # loaded, and now unsafe to replace or delete there (step 8): leave it, and send it nowhere else
+            error = _unsafe_error(canary.node, library.name, clash)
+        elif error is None:
+            rollout.took_code(canary)
+            return await _test_on_canary(conn, rollout, canary, probes, remaining) if probes else remaining
+        error = _lost_during_load(canary.node, error)
+        rollout.results[canary.node] = NodeResult(canary.node, Outcome.FAILED, canary.sha256, error=error)
+        if error.permanent or error.kind is ErrorKind.LOST_DURING_LOAD:
+            rollout.stop(canary.node, error)
+            rollout.skip(remaining)
+            return []
+    return []  # every candidate failed transiently: nothing left to load
 
-    # The rest, concurrently.
-    if remaining:
-        answers = await asyncio.gather(*(_load(conn, s.node, library.code, library.name) for s in remaining))
-        errors = [error for error, _ in answers]
-        for s, (_, readback) in zip(remaining, answers, strict=True):
-            if readback is not None:
-                readbacks[s.node] = readback
-        for s, load_error in zip(remaining, errors, strict=True):
-            if load_error is None:
-                results[s.node] = NodeResult(s.node, fix_outcome, s.sha256)
-                loaded.append(s)
-            else:
-                results[s.node] = NodeResult(s.node, Outcome.FAILED, s.sha256, error=load_error)
-        refusals = [(s, e) for s, e in zip(remaining, errors, strict=True) if e is not None and e.permanent]
-        if refusals:
-            refused, refusal = refusals[0]
-            blocking, decisive = refused.node.address, refusal
-            await _roll_back(conn, library.name, loaded, results)
-            loaded = []
-            readbacks.clear()
 
-    # Verify every readable primary again after any load (unchanged ones too: it catches a concurrent change). When
-    # nothing was sent, the read a moment ago *is* the verification: a no-op resync costs one read per primary.
-    # A repair (the others already held the code a moment ago) re-reads only the nodes it loaded: with a thousand
-    # libraries on a target that gained a primary, that is one read per library instead of one per primary.
-    # A node that took the code was read back in the load's own round trip: only the others are read again here.
-    if not needy:
-        verified = readable
-    else:
-        repair = fix_outcome is Outcome.REPAIRED and decisive is None
-        wanted = {s.node for s in (needy if repair else readable)}
-        again = [s for s in readable if s.node in wanted and s.node not in readbacks]
-        fresh = {
-            snap.node: snap for snap in await asyncio.gather(*(read_library(conn, s.node, library.name) for s in again))
-        }
-        fresh.update({node: snap for node, snap in readbacks.items() if node in wanted})
-        verified = [fresh.get(s.node, s) for s in readable]
-    final: list[NodeResult] = []
-    for snap in verified:
-        result = results[snap.node]
-        after = snap.sha256
-        result = replace(result, after_sha256=after)
-        if result.outcome in (Outcome.UNCHANGED, Outcome.LOADED, Outcome.REPAIRED) and result.error is None:
-            if snap.error is not None:
-                result = replace(result, outcome=Outcome.FAILED, error=snap.error)
-            elif snap.code != library.code:
-                mismatch = NodeError(
-                    ErrorKind.VERIFY_MISMATCH,
-                    f"{snap.node.address} holds sha256 {after or 'no library'} after the load, "
-                    f"expected {library.sha256}",
-                )
-                result = replace(result, outcome=Outcome.FAILED, error=mismatch)
-        final.append(result)
-    final += unreadable + unreachable
-    final.sort(key=lambda r: r.node.endpoint)
-    if decisive is None:
-        decisive = _first_error(final)
-    return SyncResult(
-        library.name, library.sha256, topo, tuple(final), error=decisive, blocking_node=blocking, probes=probed
+def _lost_during_load(node: Node, error: NodeError) -> NodeError:
+    """The canary answered FUNCTION LIST a moment ago: losing its connection *during* FUNCTION LOAD means the code
+    may have brought it down (Valkey 9.1.2 aborts on some load-time calls, Redis 7.0 on some function names). Never
+    try the same code on the next primary. (A timeout is not that: a slow node is just slow.)"""
+    if error.kind is not ErrorKind.CONNECTION_FAILED:
+        return error
+    return NodeError(
+        ErrorKind.LOST_DURING_LOAD,
+        f"{node.address} stopped answering during FUNCTION LOAD ({error.message}); "
+        "the code may crash the server, so no other primary was tried in this attempt",
     )
+
+
+async def _load_the_rest(conn: Connector, rollout: _Rollout, waiting: list[Snapshot]) -> tuple[Node, NodeError] | None:
+    """Step 6: load the remaining primaries concurrently. Returns the first permanent refusal (which step 7
+    answers), or ``None``; transient failures are only reported, and the nodes that loaded keep the code."""
+    library = rollout.library
+    answers = await asyncio.gather(*(_load(conn, s.node, library.code, library.name) for s in waiting))
+    refusal: tuple[Node, NodeError] | None = None
+    for snap, (error, readback) in zip(waiting, answers, strict=True):
+        if readback is not None:
+            rollout.readbacks[snap.node] = readback
+        if error is None:
+            rollout.took_code(snap)
+            continue
+        rollout.results[snap.node] = NodeResult(snap.node, Outcome.FAILED, snap.sha256, error=error)
+        if error.permanent and refusal is None:
+            refusal = snap.node, error
+    return refusal
+
+
+async def _roll_back_loaded(conn: Connector, rollout: _Rollout) -> None:
+    """Step 7: every primary that took the new code goes back to exactly what it had; none holds it any more."""
+    await _roll_back(conn, rollout.library.name, rollout.loaded, rollout.results)
+    rollout.loaded = []
+    rollout.readbacks.clear()
+
+
+async def _verify(conn: Connector, rollout: _Rollout) -> list[Snapshot]:
+    """Step 9: every readable primary's copy after the loads, in first-read order.
+
+    Unchanged ones are read too: it catches a concurrent change. When nothing was sent, the read a moment ago *is*
+    the verification: a no-op resync costs one read per primary. A repair (the others already held the code a moment
+    ago) re-reads only the nodes it loaded: with a thousand libraries on a target that gained a primary, that is one
+    read per library instead of one per primary. A node that took the code was read back in the load's own round
+    trip: only the others are read again here."""
+    if not rollout.to_load:
+        return rollout.first_read
+    repair = rollout.load_outcome is Outcome.REPAIRED and rollout.error is None
+    wanted = {s.node for s in (rollout.to_load if repair else rollout.first_read)}
+    again = [s for s in rollout.first_read if s.node in wanted and s.node not in rollout.readbacks]
+    name = rollout.library.name
+    fresh = {snap.node: snap for snap in await asyncio.gather(*(read_library(conn, s.node, name) for s in again))}
+    fresh.update({node: snap for node, snap in rollout.readbacks.items() if node in wanted})
+    return [fresh.get(s.node, s) for s in rollout.first_read]
+
+
+def _verdict(rollout: _Rollout, verified: list[Snapshot]) -> SyncResult:
+    """The sync's result: each primary's result checked against what step 9 read, plus the primaries not read; the
+    decisive error is the step's that stopped the rollout, else the first node error (permanent first)."""
+    library = rollout.library
+    final = [_checked_after(rollout.results[snap.node], snap, library) for snap in verified]
+    final += rollout.not_read
+    final.sort(key=lambda r: r.node.endpoint)
+    error = rollout.error if rollout.error is not None else _first_error(final)
+    return SyncResult(
+        library.name,
+        library.sha256,
+        rollout.topo,
+        tuple(final),
+        error=error,
+        blocking_node=rollout.blocking_node,
+        probes=rollout.probes,
+    )
+
+
+def _checked_after(result: NodeResult, snap: Snapshot, library: Library) -> NodeResult:
+    """One primary's result with what the verification read: a node meant to hold the code fails when it does not."""
+    after = snap.sha256
+    result = replace(result, after_sha256=after)
+    if result.outcome not in (Outcome.UNCHANGED, Outcome.LOADED, Outcome.REPAIRED) or result.error is not None:
+        return result
+    if snap.error is not None:
+        return replace(result, outcome=Outcome.FAILED, error=snap.error)
+    if snap.code != library.code:
+        mismatch = NodeError(
+            ErrorKind.VERIFY_MISMATCH,
+            f"{snap.node.address} holds sha256 {after or 'no library'} after the load, expected {library.sha256}",
+        )
+        return replace(result, outcome=Outcome.FAILED, error=mismatch)
+    return result
 
 
 def _holder_order(snapshot: Snapshot) -> tuple[bool, Endpoint]:
@@ -477,58 +562,52 @@ def _holder_order(snapshot: Snapshot) -> tuple[bool, Endpoint]:
 
 
 async def _test_on_holder(
-    conn: Connector,
-    topo: Topology,
-    name: str,
-    holders: list[Snapshot],
-    probes: tuple[Probe, ...],
-    waiting: list[Snapshot],
-    results: dict[Node, NodeResult],
-) -> ProbeRun:
-    """Smoke tests on a primary that already holds the code, before it is written anywhere else: a rollout whose
-    tests could not run last time (its canary kept the code), a repair the caller gates, code loaded before its
-    tests. After a test that got another reply the ``waiting`` primaries are skipped, and when they all hold one
+    conn: Connector, rollout: _Rollout, probes: tuple[Probe, ...], waiting: list[Snapshot]
+) -> list[Snapshot]:
+    """Step 5, when some primaries already hold the code: smoke tests on one of them, before the code is written
+    anywhere else (a rollout whose tests could not run last time, its canary keeping the code; a repair the caller
+    gates; code loaded before its tests). Returns the primaries still to load: all of them after a pass, none after
+    a failure. After a test that got another reply the ``waiting`` primaries are skipped, and when they all hold one
     same other version (the previous code of a rollout), the holders are put back to it: no mixed versions. When
     they lack the library (or disagree) the holders are left as they are: a test's word never deletes a library
     that serves while no other version exists to put back."""
+    holders = rollout.holders
     holder = min(holders, key=_holder_order)
-    run = await run_probes(conn, holder.node, probes, topo.mode)
+    run = await run_probes(conn, holder.node, probes, rollout.topo.mode)
+    rollout.probes = run.outcomes
     if run.error is None:
-        return run
-    results.update({s.node: NodeResult(s.node, Outcome.SKIPPED, s.sha256) for s in waiting})
+        return waiting
+    rollout.stop(holder.node, run.error)
+    rollout.skip(waiting)
     previous = {s.code for s in waiting}
     if not run.error.permanent or len(previous) != 1 or None in previous:
-        results[holder.node] = NodeResult(holder.node, Outcome.UNCHANGED, holder.sha256, error=run.error)
-        return run
+        rollout.results[holder.node] = NodeResult(holder.node, Outcome.UNCHANGED, holder.sha256, error=run.error)
+        return []
     (code,) = previous
-    await _roll_back(conn, name, [replace(h, code=code) for h in holders], results)
+    await _roll_back(conn, rollout.library.name, [replace(h, code=code) for h in holders], rollout.results)
     for h in holders:  # _roll_back reports the code it put back as "before": here it was this code
-        results[h.node] = replace(results[h.node], before_sha256=h.sha256)
-    return run
+        rollout.results[h.node] = replace(rollout.results[h.node], before_sha256=h.sha256)
+    return []
 
 
 async def _test_on_canary(
-    conn: Connector,
-    topo: Topology,
-    name: str,
-    canary: Snapshot,
-    probes: tuple[Probe, ...],
-    waiting: list[Snapshot],
-    results: dict[Node, NodeResult],
-    outcome: Outcome,
-) -> ProbeRun:
-    """Smoke tests on the canary that just took the code. A test that got another reply puts the canary back to its
-    previous code (the rollback path of a permanent refusal); one that could not run leaves the code there, since
-    it may be good. Either way the ``waiting`` primaries are skipped."""
-    run = await run_probes(conn, canary.node, probes, topo.mode)
+    conn: Connector, rollout: _Rollout, canary: Snapshot, probes: tuple[Probe, ...], waiting: list[Snapshot]
+) -> list[Snapshot]:
+    """Step 5's smoke tests on the canary that just took the code. Returns the primaries still to load: all of them
+    after a pass, none after a failure (they are skipped). A test that got another reply puts the canary back to its
+    previous code (step 7, the only node loaded yet); one that could not run leaves the code there, since it may be
+    good."""
+    run = await run_probes(conn, canary.node, probes, rollout.topo.mode)
+    rollout.probes = run.outcomes
     if run.error is None:
-        return run
-    results.update({s.node: NodeResult(s.node, Outcome.SKIPPED, s.sha256) for s in waiting})
+        return waiting
+    rollout.stop(canary.node, run.error)
+    rollout.skip(waiting)
     if run.error.permanent:
-        await _roll_back(conn, name, [canary], results)
+        await _roll_back_loaded(conn, rollout)
     else:
-        results[canary.node] = NodeResult(canary.node, outcome, canary.sha256, error=run.error)
-    return run
+        rollout.results[canary.node] = NodeResult(canary.node, rollout.load_outcome, canary.sha256, error=run.error)
+    return []
 
 
 def case_clash(functions: Iterable[tuple[str, tuple[str, ...]]]) -> tuple[str, str] | None:
