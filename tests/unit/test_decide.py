@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from redis_functions_operator.library import Library, vet
+from redis_functions_operator.library import Failure, Library, vet
 from redis_functions_operator.reconcile import decide, schedule
 from redis_functions_operator.reconcile.decide import Ending, next_visit
 from redis_functions_operator.reconcile.spec import (
@@ -17,7 +17,7 @@ from redis_functions_operator.reconcile.spec import (
     ManagementPolicy,
     parse_spec,
 )
-from redis_functions_operator.reconcile.status import Attempt, Failure, render_status
+from redis_functions_operator.reconcile.status import Attempt, render_status
 from redis_functions_operator.redis.connect import Endpoint, Mode
 from redis_functions_operator.redis.errors import ErrorKind, NodeError
 from redis_functions_operator.redis.sync import NodeResult, Outcome, SyncResult
@@ -177,7 +177,7 @@ def test_conflict_and_api_failures() -> None:
     assert conflict.reason == "ResourceConflict" and conflict.permanent
     assert conflict.message.startswith("library mylib on this Redis is managed by ns/elder (the oldest object")
     api = decide.reference_api_failure(503, "Service Unavailable")
-    assert api == Failure("KubernetesApiError", "reading a referenced object: 503 Service Unavailable", False)
+    assert api == Failure("KubernetesApiError", "reading a referenced object: 503 Service Unavailable", permanent=False)
 
 
 def test_check_library_against_the_spec() -> None:
@@ -186,7 +186,7 @@ def test_check_library_against_the_spec() -> None:
     mismatch = decide.check_library(CODE.encode(), spec(libraryName="other"))
     assert isinstance(mismatch, Failure) and mismatch.reason == "LibraryNameMismatch"
     broken = decide.check_library(b"no shebang", spec())
-    assert broken == Failure("InvalidLibrary", "line 1: Missing library metadata", True)
+    assert broken == Failure("InvalidLibrary", "line 1: Missing library metadata", permanent=True)
 
 
 # --- events ---------------------------------------------------------------------------------------------------------
@@ -197,10 +197,10 @@ def previous_with(failure: Failure) -> dict[str, Any]:
 
 
 def test_a_failure_event_only_when_the_ready_reason_changes() -> None:
-    failure = Failure("SecretNotFound", "secret s not found", True)
+    failure = Failure("SecretNotFound", "secret s not found", permanent=True)
     assert decide.failure_event({}, failure) == decide.Event("Warning", "SecretNotFound", "secret s not found")
     assert decide.failure_event(previous_with(failure), failure) is None
-    other = Failure("InvalidSpec", "bad", True)
+    other = Failure("InvalidSpec", "bad", permanent=True)
     assert decide.failure_event(previous_with(failure), other) == decide.Event("Warning", "InvalidSpec", "bad")
 
 
@@ -262,11 +262,11 @@ def test_state_of_and_its_metric_outcome() -> None:
         "reconciling": Attempt(generation=1, now=NOW, in_progress=True),
         "ready": Attempt(generation=1, now=NOW, result=ok),
         "drifted": Attempt(generation=1, now=NOW, result=result(held(A), drifted(B))),
-        "stalled": Attempt(generation=1, now=NOW, failure=Failure("InvalidSpec", "bad", True)),
+        "stalled": Attempt(generation=1, now=NOW, failure=Failure("InvalidSpec", "bad", permanent=True)),
     }
     for state, attempt in cases.items():
         assert decide.state_of(attempt) == state
-    assert decide.state_of(Attempt(generation=1, now=NOW, failure=Failure("X", "y", False))) == "reconciling"
+    assert decide.state_of(Attempt(generation=1, now=NOW, failure=Failure("X", "y", permanent=False))) == "reconciling"
     outcomes = {s: decide.outcome_of_state(s) for s in ("ready", "reconciling", "stalled", "paused", "drifted", "?")}
     assert outcomes == {
         "ready": "verified",

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from redis_functions_operator.library import Failure
 from redis_functions_operator.reconcile import drift
 from redis_functions_operator.reconcile.conditions import DRIFTED, READY, RECONCILING, STALLED, find
 from redis_functions_operator.reconcile.spec import (
@@ -24,7 +25,6 @@ from redis_functions_operator.reconcile.status import (
     VERIFIED,
     WITH_RETRY,
     Attempt,
-    Failure,
     desired_conditions,
     render_status,
     status_changed,

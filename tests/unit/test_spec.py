@@ -305,7 +305,7 @@ def test_spec_errors_have_a_readable_message(spec: dict[str, Any], message: str)
 
 
 def test_spec_error_is_a_value_error_with_a_custom_reason() -> None:
-    error = SpecError("boom", reason="SomethingElse")
+    error = SpecError("SomethingElse", "boom")
     assert isinstance(error, ValueError)
     assert (error.message, error.reason) == ("boom", "SomethingElse")
 

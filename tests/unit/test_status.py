@@ -16,7 +16,7 @@ import pytest
 import redis.exceptions as rx
 import yaml
 
-from redis_functions_operator.library import Library, vet
+from redis_functions_operator.library import Failure, Library, vet
 from redis_functions_operator.reconcile.conditions import PAUSED, READY, RECONCILING, STALLED, find
 from redis_functions_operator.reconcile.spec import Controls
 from redis_functions_operator.reconcile.status import (
@@ -24,7 +24,6 @@ from redis_functions_operator.reconcile.status import (
     VERIFIED,
     WITH_RETRY,
     Attempt,
-    Failure,
     desired_conditions,
     node_entries,
     node_state,
@@ -349,8 +348,8 @@ def test_desired_conditions_never_has_both_reconciling_and_stalled_true() -> Non
         attempt(name_conflict()),
         attempt(in_progress=True),
         paused_attempt(paused=True),
-        attempt(failure=Failure("X", "y", True)),
-        attempt(failure=Failure("X", "y", False)),
+        attempt(failure=Failure("X", "y", permanent=True)),
+        attempt(failure=Failure("X", "y", permanent=False)),
     ]
     for case in cases:
         true = {c.type for c in desired_conditions(case) if c.status}
@@ -537,7 +536,9 @@ def test_idle_resync_of_a_stored_status_is_not_a_write() -> None:
         lambda now: attempt(transient(), now=now, retry_in=60.0),  # backoff at its cap
         lambda now: attempt(compile_error(), now=now, retry_in=300.0),
         lambda now: attempt(name_conflict(), now=now, retry_in=300.0),
-        lambda now: attempt(failure=Failure("SecretNotFound", "Secret 'x' not found", True), library=None, now=now),
+        lambda now: attempt(
+            failure=Failure("SecretNotFound", "Secret 'x' not found", permanent=True), library=None, now=now
+        ),
         lambda now: paused_attempt(now=now, paused=True),
         lambda now: paused_attempt(now=now, managed=False),
         lambda now: attempt(now=now, in_progress=True),
@@ -659,7 +660,7 @@ def all_kinds_of_status() -> list[tuple[str, dict[str, Any]]]:
         ("transient", render_status(attempt(transient(), now=T1, retry_in=4), base)),
         ("compile-error", render_status(attempt(compile_error(), now=T1), base)),
         ("name-conflict", render_status(attempt(name_conflict(), now=T1), base)),
-        ("spec-error", render_status(attempt(failure=Failure("InvalidSpec", "x", True), library=None), base)),
+        ("spec-error", render_status(attempt(failure=Failure("InvalidSpec", "x", permanent=True), library=None), base)),
         ("in-progress", render_status(attempt(generation=2, in_progress=True), base)),
         ("paused", render_status(paused_attempt(paused=True), base)),
         ("unmanaged", render_status(paused_attempt(managed=False), base)),
@@ -808,8 +809,8 @@ def obj(generation: int, status: Mapping[str, Any] | None) -> dict[str, Any]:
         (lambda: attempt(transient(), generation=3, retry_in=1), "InProgress", False),
         (lambda: attempt(compile_error(), generation=3), "Failed", False),
         (lambda: attempt(name_conflict(), generation=3), "Failed", False),
-        (lambda: attempt(failure=Failure("SecretNotFound", "x", True), library=None, generation=3), "Failed", False),
-        (lambda: attempt(failure=Failure("KubernetesApiError", "x", False), library=None, generation=3), "InProgress", False),
+        (lambda: attempt(failure=Failure("SecretNotFound", "x", permanent=True), library=None, generation=3), "Failed", False),
+        (lambda: attempt(failure=Failure("KubernetesApiError", "x", permanent=False), library=None, generation=3), "InProgress", False),
         (lambda: attempt(generation=3, in_progress=True), "InProgress", False),
         (lambda: paused_attempt(generation=3, paused=True), "Current", False),
     ],

@@ -33,7 +33,7 @@ from redis_functions_operator.k8s.resolve import Resolved, ResolveError, resolve
 from redis_functions_operator.k8s.statuswriter import StatusWriter
 from redis_functions_operator.k8s.watchers import DEFAULT_INTERVAL, TargetWatchers
 from redis_functions_operator.k8s.workqueue import WorkQueue
-from redis_functions_operator.library import Library, LibraryError, parse_library, parse_shebang
+from redis_functions_operator.library import Failure, Library, LibraryError, parse_library, parse_shebang
 from redis_functions_operator.reconcile import decide, drift, schedule
 from redis_functions_operator.reconcile.spec import (
     Controls,
@@ -46,7 +46,6 @@ from redis_functions_operator.reconcile.spec import (
 )
 from redis_functions_operator.reconcile.status import (
     Attempt,
-    Failure,
     failure_reason,
     render_status,
     smoke_tests_passed,
@@ -394,7 +393,7 @@ class Controller:
         try:
             spec = parse_spec(visit.tracked.body.get("spec") or {})
         except SpecError as exc:
-            self._fail(visit, Failure(exc.reason, exc.message, True), decide.Ending.SPEC_ERROR)
+            self._fail(visit, exc.failure, decide.Ending.SPEC_ERROR)
         visit.base = decide.base_attempt(visit.ref.generation, visit.base.now, visit.controls, spec)
         visit.resync_seconds = spec.resync_seconds
         return spec
@@ -404,7 +403,7 @@ class Controller:
         try:
             return await resolve(spec, visit.ref.namespace, self.kube, self.settings.redis_timeout)
         except ResolveError as exc:
-            self._fail(visit, Failure(exc.reason, exc.message, permanent=True), decide.Ending.MISSING_REFERENCE)
+            self._fail(visit, exc.failure, decide.Ending.MISSING_REFERENCE)
         except ApiException as exc:
             self._fail(visit, decide.reference_api_failure(exc.status, exc.reason), decide.Ending.API_ERROR)
 

@@ -18,15 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from redis_functions_operator.k8s.kube import Kube
+from redis_functions_operator.library import Refused
 from redis_functions_operator.reconcile.spec import KeyRef, LibrarySpec, RefKind
 from redis_functions_operator.redis.connect import Credentials, Target, TlsSettings
 
 
-class ResolveError(Exception):
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
+class ResolveError(Refused):
+    """A Secret, ConfigMap or key the spec names that is missing or unusable; permanent until someone creates or
+    fixes it (a watch on it brings the object back)."""
 
 
 @dataclass(frozen=True)

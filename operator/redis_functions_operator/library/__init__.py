@@ -5,6 +5,7 @@ and :func:`vet` (run the load as FUNCTION LOAD would: the functions it registers
 down); the CLI's ``lint`` adds :func:`lint`. The static Lua reader under ``_lua`` is private to lint.
 """
 
+from redis_functions_operator.library.failure import Failure, Refused
 from redis_functions_operator.library.model import (
     Library,
     LibraryError,
@@ -14,14 +15,15 @@ from redis_functions_operator.library.model import (
     parse_library,
     parse_shebang,
 )
-from redis_functions_operator.library.vet import REFUSAL_PREFIX, LoadOutcome, Refusal, Vetting, vet, vetted
+from redis_functions_operator.library.vet import REFUSAL_PREFIX, LoadOutcome, Vetting, vet, vetted
 
 __all__ = [
     "REFUSAL_PREFIX",
+    "Failure",
     "Library",
     "LibraryError",
     "LoadOutcome",
-    "Refusal",
+    "Refused",
     "RegisteredFunction",
     "Vetting",
     "as_bytes",

@@ -20,6 +20,8 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 
+from redis_functions_operator.library.failure import Refused
+
 #: Engines Redis 7 and Valkey 9 ship. The engine name is matched case-insensitively (``#!LUA`` is accepted).
 KNOWN_ENGINES = ("lua",)
 
@@ -45,13 +47,13 @@ class RegisteredFunction:
     ignored_flags: tuple[str, ...] = ()  # keys of the flags table other than 1..n, which the server ignores
 
 
-class LibraryError(ValueError):
-    """A library source Redis would refuse. ``message`` uses Redis' own wording; ``line`` is 1-based."""
+#: The reason of every :class:`LibraryError`.
+INVALID_LIBRARY = "InvalidLibrary"
 
-    def __init__(self, message: str, line: int = 1) -> None:
-        super().__init__(message)
-        self.message = message
-        self.line = line
+
+class LibraryError(Refused, ValueError):
+    """A library source Redis would refuse: reason ``InvalidLibrary``, a ``message`` in Redis' own wording and a
+    1-based ``line``."""
 
 
 @dataclass(frozen=True)
@@ -105,29 +107,29 @@ def parse_shebang(code: bytes) -> tuple[str, str]:
     case-insensitively. Every rule here is pinned against a real Redis 7.0.15 in ``tests/unit/test_library.py``.
     """
     if not code.startswith(b"#!"):
-        raise LibraryError(MSG_MISSING_METADATA)
+        raise LibraryError(INVALID_LIBRARY, MSG_MISSING_METADATA, line=1)
     end = code.find(b"\n")
     if end < 0 or b"\0" in code[:end]:
-        raise LibraryError(MSG_INVALID_METADATA)
+        raise LibraryError(INVALID_LIBRARY, MSG_INVALID_METADATA, line=1)
     parts = split_args(code[:end])
     if not parts:
-        raise LibraryError(MSG_INVALID_METADATA)
+        raise LibraryError(INVALID_LIBRARY, MSG_INVALID_METADATA, line=1)
     engine = parts[0][2:]
     name: bytes | None = None
     for part in parts[1:]:
         if part[:5].lower() == b"name=":
             if name is not None:
-                raise LibraryError(MSG_NAME_TWICE)
+                raise LibraryError(INVALID_LIBRARY, MSG_NAME_TWICE, line=1)
             name = part[5:]
             continue
-        raise LibraryError(f"Invalid metadata value given: {part.decode('utf-8', 'replace')}")
+        raise LibraryError(INVALID_LIBRARY, f"Invalid metadata value given: {part.decode('utf-8', 'replace')}", line=1)
     if name is None:
-        raise LibraryError(MSG_NAME_NOT_GIVEN)
+        raise LibraryError(INVALID_LIBRARY, MSG_NAME_NOT_GIVEN, line=1)
     if not _LIBRARY_NAME.fullmatch(name):
-        raise LibraryError(MSG_BAD_NAME)
+        raise LibraryError(INVALID_LIBRARY, MSG_BAD_NAME, line=1)
     engine_text = engine.decode("utf-8", "replace")
     if engine_text.lower() not in KNOWN_ENGINES:
-        raise LibraryError(f"Engine '{engine_text}' not found")
+        raise LibraryError(INVALID_LIBRARY, f"Engine '{engine_text}' not found", line=1)
     return engine_text.lower(), name.decode("ascii")
 
 
@@ -159,7 +161,7 @@ def split_args(line: bytes) -> list[bytes]:
         while True:
             if i >= n:
                 if quote is not None:
-                    raise LibraryError(MSG_INVALID_METADATA)
+                    raise LibraryError(INVALID_LIBRARY, MSG_INVALID_METADATA, line=1)
                 break
             c = line[i]
             if quote is None:
@@ -180,7 +182,7 @@ def split_args(line: bytes) -> list[bytes]:
                 current.append(line[i])
             elif c == quote:
                 if i + 1 < n and line[i + 1] not in _ISSPACE:
-                    raise LibraryError(MSG_INVALID_METADATA)
+                    raise LibraryError(INVALID_LIBRARY, MSG_INVALID_METADATA, line=1)
                 quote = None
                 i += 1
                 break

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from redis_functions_operator.library._lua.bytecode import BytecodeError, global_reads
+from redis_functions_operator.library.failure import Failure
 from redis_functions_operator.library.model import Library, RegisteredFunction, as_bytes, parse_shebang
 
 #: VM instructions a top level may run here. Generous for registering functions (a 10,000-function library runs
@@ -138,21 +139,6 @@ class LoadOutcome:
         return self.error is None and self.crash is None and self.stopped is None
 
 
-@dataclass(frozen=True)
-class Refusal:
-    """Why a library must not be sent to any server: ``reason`` is ``UnsafeLibrary`` (it can take a server down)
-    or ``VetInconclusive`` (the vet could not decide, so it fails closed)."""
-
-    reason: str
-    message: str
-    line: int = 0
-
-    @property
-    def located(self) -> str:
-        """The message with its line, for status and logs (a CLI puts the line after the file name instead)."""
-        return f"line {self.line}: {self.message}" if self.line else self.message
-
-
 #: How a refusal reads after "refused before loading, ", by reason.
 REFUSAL_PREFIX = {
     "UnsafeLibrary": "loading it can crash the server",
@@ -163,11 +149,13 @@ REFUSAL_PREFIX = {
 @dataclass(frozen=True)
 class Vetting:
     """The vet's verdict on one code version: the library (with the functions it registers), what each server
-    does with it, and a refusal when it must not be loaded anywhere."""
+    does with it, and a refusal when it must not be loaded anywhere: a :class:`Failure` whose reason is
+    ``UnsafeLibrary`` (it can take a server down) or ``VetInconclusive`` (the vet could not decide, so it fails
+    closed), with the line when known."""
 
     library: Library
     outcomes: tuple[LoadOutcome, ...]
-    refusal: Refusal | None = None
+    refusal: Failure | None = None
     version_dependent: bool = False
     #: the lines reading each server-dependent global (:data:`WATCHED_GLOBALS`) anywhere in the code, from the byte
     #: code the server's compiler makes; ``None`` when the code does not compile (no server runs it either)
@@ -223,19 +211,19 @@ def _vet(code: bytes) -> Vetting:
     library = Library(name=name, engine=engine, code=code, functions=primary.functions)
     refusal = _refusal(outcomes, code)
     if refusal is None and isinstance(reads, str):
-        refusal = Refusal("VetInconclusive", reads)
+        refusal = Failure("VetInconclusive", reads)
     return Vetting(library, tuple(outcomes), refusal, version_dependent, None if isinstance(reads, str) else reads)
 
 
-def _refusal(outcomes: list[LoadOutcome], code: bytes) -> Refusal | None:
+def _refusal(outcomes: list[LoadOutcome], code: bytes) -> Failure | None:
     """The first crash that is not waived (every profile's, so a waived log on one server never hides another
     server's crash), else the first run the vet could not finish."""
     crash = next((o for o in outcomes if o.crash and not _waived(code, o)), None)
     if crash is not None:
-        return Refusal("UnsafeLibrary", str(crash.crash), crash.line)
+        return Failure("UnsafeLibrary", str(crash.crash), line=crash.line or None)
     stopped = next((o for o in outcomes if o.stopped), None)
     if stopped is not None:
-        return Refusal("VetInconclusive", str(stopped.stopped), stopped.line)
+        return Failure("VetInconclusive", str(stopped.stopped), line=stopped.line or None)
     return None
 
 
@@ -510,7 +498,6 @@ __all__ = [
     "VERSIONED_PROFILES",
     "WATCHED_GLOBALS",
     "LoadOutcome",
-    "Refusal",
     "RegisteredFunction",
     "ServerProfile",
     "Vetting",

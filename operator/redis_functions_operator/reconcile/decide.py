@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from redis_functions_operator.library import REFUSAL_PREFIX, Library, LibraryError, Vetting, vet, vetted
+from redis_functions_operator.library import REFUSAL_PREFIX, Failure, Library, LibraryError, Vetting, vet, vetted
 from redis_functions_operator.reconcile import drift, schedule
 from redis_functions_operator.reconcile.conditions import READY, find
 from redis_functions_operator.reconcile.spec import (
@@ -32,7 +32,7 @@ from redis_functions_operator.reconcile.spec import (
     ManagementPolicy,
     parse_controls,
 )
-from redis_functions_operator.reconcile.status import DRIFTED_REASON, Attempt, Failure, render_status
+from redis_functions_operator.reconcile.status import DRIFTED_REASON, Attempt, render_status
 from redis_functions_operator.redis.sync import NodeResult, Outcome, SyncResult
 
 #: Canary primaries lost during FUNCTION LOAD of one code version before that code is not sent again.
@@ -128,7 +128,7 @@ def check_library(code: bytes, spec: LibrarySpec) -> Library | Failure:
     try:
         vetting = vet(code)
     except LibraryError as exc:
-        return Failure("InvalidLibrary", f"line {exc.line}: {exc.message}", permanent=True)
+        return Failure(exc.reason, exc.failure.located)
     return _for_spec(vetting, spec)
 
 
@@ -146,9 +146,7 @@ def _for_spec(vetting: Vetting, spec: LibrarySpec) -> Library | Failure:
     refusal = vetting.refusal
     if refusal is None:
         return library
-    return Failure(
-        refusal.reason, f"refused before loading ({REFUSAL_PREFIX[refusal.reason]}): {refusal.located}", True
-    )
+    return Failure(refusal.reason, f"refused before loading ({REFUSAL_PREFIX[refusal.reason]}): {refusal.located}")
 
 
 # --- failure texts --------------------------------------------------------------------------------------------------
@@ -168,11 +166,11 @@ def conflict_failure(library_name: str, owner: tuple[str, str]) -> Failure:
         "claiming it, maybe through another address of the same servers); this object takes over if that "
         "one is deleted or points elsewhere"
     )
-    return Failure("ResourceConflict", message, True)
+    return Failure("ResourceConflict", message)
 
 
 def reference_api_failure(status: object, reason: object) -> Failure:
-    return Failure("KubernetesApiError", f"reading a referenced object: {status} {reason}", False)
+    return Failure("KubernetesApiError", f"reading a referenced object: {status} {reason}", permanent=False)
 
 
 # --- events ---------------------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeVar
 
+from redis_functions_operator.library.failure import Refused
 from redis_functions_operator.library.probes import Probe, ProbeError, parse_probes
 from redis_functions_operator.redis.connect import Endpoint, Mode
 
@@ -118,13 +119,13 @@ class Controls:
     reconcile_requested_at: str | None = None
 
 
-class SpecError(ValueError):
-    """A spec the operator cannot act on. ``reason`` is a PascalCase condition reason."""
+#: The reason of a SpecError that parse_spec raises.
+INVALID_SPEC = "InvalidSpec"
 
-    def __init__(self, message: str, reason: str = "InvalidSpec") -> None:
-        super().__init__(message)
-        self.message = message
-        self.reason = reason
+
+class SpecError(Refused, ValueError):
+    """A spec the operator cannot act on: its :class:`Failure` says why (a PascalCase condition reason, most often
+    ``InvalidSpec``) and what."""
 
 
 def parse_controls(annotations: Mapping[str, str] | None) -> Controls:
@@ -140,35 +141,37 @@ def parse_spec(spec: Mapping[str, Any]) -> LibrarySpec:
     code = spec.get("code")
     code_from = _parse_code_from(spec.get("codeFrom"))
     if (code is None) == (code_from is None):
-        raise SpecError("exactly one of spec.code and spec.codeFrom must be set")
+        raise SpecError(INVALID_SPEC, "exactly one of spec.code and spec.codeFrom must be set")
     if code is not None and not isinstance(code, str):
-        raise SpecError("spec.code must be a string")
+        raise SpecError(INVALID_SPEC, "spec.code must be a string")
     target = spec.get("target")
     if not isinstance(target, Mapping):
-        raise SpecError("spec.target is required")
+        raise SpecError(INVALID_SPEC, "spec.target is required")
     endpoints = _parse_endpoints(target.get("endpoints"))
     try:
         mode = Mode(target.get("mode") or Mode.AUTO.value)
     except ValueError:
         modes = ", ".join(m.value for m in Mode)
-        raise SpecError(f"spec.target.mode {target.get('mode')!r} is not one of {modes}") from None
+        raise SpecError(INVALID_SPEC, f"spec.target.mode {target.get('mode')!r} is not one of {modes}") from None
     sentinel = _object(target.get("sentinel"), "spec.target.sentinel")
     sentinel_master = sentinel.get("masterName") or None
     if mode is Mode.AUTO and sentinel_master:
         mode = Mode.SENTINEL  # auto + a master name: the endpoints are sentinels
     if mode is Mode.SENTINEL and not sentinel_master:
-        raise SpecError("spec.target.sentinel.masterName is required with mode sentinel")
+        raise SpecError(INVALID_SPEC, "spec.target.sentinel.masterName is required with mode sentinel")
     try:
         policy = DeletionPolicy(spec.get("deletionPolicy") or DeletionPolicy.DELETE.value)
     except ValueError:
-        raise SpecError(f"spec.deletionPolicy {spec.get('deletionPolicy')!r} is not Delete or Retain") from None
+        raise SpecError(
+            INVALID_SPEC, f"spec.deletionPolicy {spec.get('deletionPolicy')!r} is not Delete or Retain"
+        ) from None
     drift_policy = _enum(DriftPolicy, spec.get("driftPolicy"), "spec.driftPolicy")
     management_policy = _enum(ManagementPolicy, spec.get("managementPolicy"), "spec.managementPolicy")
     test_key_prefix = _optional_text(spec.get("testKeyPrefix"))
     try:
         tests = parse_probes(spec.get("tests"), test_key_prefix)
     except ProbeError as exc:
-        raise SpecError(str(exc)) from None
+        raise SpecError(INVALID_SPEC, str(exc)) from None
     return LibrarySpec(
         code=code,
         code_from=code_from,
@@ -199,34 +202,34 @@ def _enum(kind: type[_Policy], value: Any, where: str) -> _Policy:
         return kind(value)
     except ValueError:
         choices = " or ".join(member.value for member in kind)
-        raise SpecError(f"{where} {value!r} is not {choices}") from None
+        raise SpecError(INVALID_SPEC, f"{where} {value!r} is not {choices}") from None
 
 
 def _parse_code_from(value: Any) -> KeyRef | None:
     if not value:
         return None
     if not isinstance(value, Mapping):
-        raise SpecError("spec.codeFrom must be an object")
+        raise SpecError(INVALID_SPEC, "spec.codeFrom must be an object")
     refs = [(RefKind.CONFIG_MAP, value.get("configMapKeyRef")), (RefKind.SECRET, value.get("secretKeyRef"))]
     given = [(kind, ref) for kind, ref in refs if ref]
     if len(given) != 1:
-        raise SpecError("spec.codeFrom needs exactly one of configMapKeyRef and secretKeyRef")
+        raise SpecError(INVALID_SPEC, "spec.codeFrom needs exactly one of configMapKeyRef and secretKeyRef")
     kind, raw = given[0]
     ref = _object(raw, f"spec.codeFrom {kind.value} reference")
     if not ref.get("name") or not ref.get("key"):
-        raise SpecError(f"spec.codeFrom {kind.value} reference needs name and key")
+        raise SpecError(INVALID_SPEC, f"spec.codeFrom {kind.value} reference needs name and key")
     return KeyRef(kind, str(ref["name"]), str(ref["key"]))
 
 
 def _parse_endpoints(value: Any) -> tuple[Endpoint, ...]:
     if not isinstance(value, list) or not value:
-        raise SpecError("spec.target.endpoints needs at least one host:port")
+        raise SpecError(INVALID_SPEC, "spec.target.endpoints needs at least one host:port")
     endpoints = []
     for item in value:
         try:
             endpoints.append(Endpoint.parse(str(item)))
         except ValueError as exc:
-            raise SpecError(f"spec.target.endpoints: {exc}") from None
+            raise SpecError(INVALID_SPEC, f"spec.target.endpoints: {exc}") from None
     return tuple(endpoints)
 
 
@@ -235,7 +238,7 @@ def _parse_auth(value: Any) -> AuthRef | None:
         return None
     ref = _object(_object(value, "spec.target.auth").get("secretRef"), "spec.target.auth.secretRef")
     if not ref.get("name"):
-        raise SpecError("spec.target.auth.secretRef.name is required")
+        raise SpecError(INVALID_SPEC, "spec.target.auth.secretRef.name is required")
     return AuthRef(str(ref["name"]), ref.get("usernameKey") or None, str(ref.get("passwordKey") or "password"))
 
 
@@ -265,14 +268,14 @@ def _object(value: Any, where: str) -> Mapping[str, Any]:
     if value is None or value == "":
         return {}
     if not isinstance(value, Mapping):
-        raise SpecError(f"{where} must be an object")
+        raise SpecError(INVALID_SPEC, f"{where} must be an object")
     return value
 
 
 def _named(value: Any, where: str) -> Mapping[str, Any]:
     ref = _object(value, where)
     if not ref.get("name"):
-        raise SpecError(f"{where}.name is required")
+        raise SpecError(INVALID_SPEC, f"{where}.name is required")
     return ref
 
 
@@ -284,7 +287,7 @@ def parse_duration(text: str) -> float:
     """A Go-style duration (``90s``, ``1m30s``, ``1.5h``, ``500ms``) in seconds."""
     value = text.strip()
     if not value or _DURATION_PART.sub("", value):
-        raise SpecError(f"{text!r} is not a duration like 60s, 5m or 1h30m")
+        raise SpecError(INVALID_SPEC, f"{text!r} is not a duration like 60s, 5m or 1h30m")
     total = sum(float(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(value))
     return round(total, 6)  # "23.989h0.66m" is exactly 24h to the CRD's CEL rule; float sums drift past it
 
@@ -294,7 +297,7 @@ def _parse_resync(value: Any) -> float:
         return DEFAULT_RESYNC_SECONDS
     seconds = parse_duration(str(value))
     if not MIN_RESYNC_SECONDS <= seconds <= MAX_RESYNC_SECONDS:
-        raise SpecError(f"spec.resyncInterval {value!r} must be between 5s and 24h")
+        raise SpecError(INVALID_SPEC, f"spec.resyncInterval {value!r} must be between 5s and 24h")
     return seconds
 
 

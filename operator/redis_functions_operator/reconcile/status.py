@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis_functions_operator.library import Library
+from redis_functions_operator.library import Failure, Library
 from redis_functions_operator.library.probes import ProbeOutcome
 from redis_functions_operator.reconcile import drift
 from redis_functions_operator.reconcile.conditions import (
@@ -64,15 +64,6 @@ FAILED = "Failed"
 MAX_FUNCTIONS = 256
 
 _UNREACHABLE_KINDS = {"ConnectionFailed", "Timeout", "TLSHandshakeFailed"}
-
-
-@dataclass(frozen=True)
-class Failure:
-    """A failure found before (or instead of) talking to Redis: bad spec, missing Secret, ..."""
-
-    reason: str
-    message: str
-    permanent: bool
 
 
 @dataclass(frozen=True)
