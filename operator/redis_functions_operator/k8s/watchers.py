@@ -148,15 +148,17 @@ class TargetWatchers:
                 self._start_full_poll(target, watched)
         if not pulsed:
             return
-        pulses = [pulse for _, watched in pulsed for pulse in watched.watch.pulses]
-        readings = iter(await read_all(pulses, deadline=self.interval))
+        # Each target's pulses, fixed before the wait: a target detached meanwhile closes its watch (and empties its
+        # list), which must not shift the readings of the targets after it.
+        groups = [(target, watched, watched.watch.pulses) for target, watched in pulsed]
+        readings = iter(await read_all([p for _, _, pulses in groups for p in pulses], deadline=self.interval))
         now = time.monotonic()
-        for target, watched in pulsed:
-            mine = [next(readings) for _ in watched.watch.pulses]
+        for target, watched, pulses in groups:
+            mine = [next(readings) for _ in pulses]
             if self._watched.get(target) is not watched:
                 continue  # detached while the round read
             if watched.watch.unchanged(mine):
-                topology = watched.watch.confirmed().topology
+                topology = watched.watch.topology
                 if topology is not None:
                     self._latest[target] = (topology, now)
             else:

@@ -201,10 +201,6 @@ class Pulse:
         """How long the last round trip took (until the last reply arrived)."""
         return max(0.0, self._protocol.answered_at - self._sent_at)
 
-    @property
-    def closed(self) -> bool:
-        return self._protocol.closed
-
     def close(self) -> None:
         if self._protocol.transport is not None:
             self._protocol.transport.close()

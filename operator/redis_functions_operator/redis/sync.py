@@ -187,10 +187,9 @@ async def sync(
     others are read as usual, and every node loaded is read back whatever ``known`` said. ``probes`` (smoke tests)
     gate the code: they run on a primary holding it before any other primary is written (see :func:`_sync`)."""
     async with _connector_for(target, connector) as conn:
-        try:
-            topo = topology or await discover(target, conn)
-        except TopologyError as exc:
-            return SyncResult(library.name, library.sha256, None, (), error=exc.error)
+        topo = await _topology_or_failure(library, target, conn, topology)
+        if isinstance(topo, SyncResult):
+            return topo
         return await _sync(library, topo, conn, known or {}, tuple(probes))
 
 
@@ -209,10 +208,9 @@ async def check(
     status reads the same as after a sync, and the drifted primaries are named. One read per primary (none for a
     primary ``known`` covers)."""
     async with _connector_for(target, connector) as conn:
-        try:
-            topo = topology or await discover(target, conn)
-        except TopologyError as exc:
-            return SyncResult(library.name, library.sha256, None, (), error=exc.error)
+        topo = await _topology_or_failure(library, target, conn, topology)
+        if isinstance(topo, SyncResult):
+            return topo
         results = [NodeResult(n, Outcome.FAILED, error=e) for n, e in topo.unreachable]
         if not topo.primaries:
             error = topo.unreachable[0][1] if topo.unreachable else NodeError(ErrorKind.TOPOLOGY, "no primary found")
@@ -221,6 +219,16 @@ async def check(
         results += [_checked(snapshot, library.code) for snapshot in snapshots]
         results.sort(key=lambda r: r.node.endpoint)
         return SyncResult(library.name, library.sha256, topo, tuple(results), error=_first_error(results))
+
+
+async def _topology_or_failure(
+    library: Library, target: Target, conn: Connector, topology: Topology | None
+) -> Topology | SyncResult:
+    """The given topology, else a fresh discovery; a discovery that fails is the whole result (no node was read)."""
+    try:
+        return topology or await discover(target, conn)
+    except TopologyError as exc:
+        return SyncResult(library.name, library.sha256, None, (), error=exc.error)
 
 
 def _checked(snapshot: Snapshot, code: bytes) -> NodeResult:

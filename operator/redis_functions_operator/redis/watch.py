@@ -232,7 +232,12 @@ class TargetWatch:
 
     def confirmed(self) -> Poll:
         """The poll a watcher reports for a pulse that saw nothing move."""
-        return Poll([], self._topology, full=False)
+        return Poll([], self.topology, full=False)
+
+    @property
+    def topology(self) -> Topology | None:
+        """The topology of the last full poll (still current while the pulses see nothing move)."""
+        return self._topology
 
     async def full_poll(self) -> Poll:
         """Pulses first (opened if the last full poll allows them), then the fingerprint: a change that lands
