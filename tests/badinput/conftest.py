@@ -8,7 +8,6 @@ tests/e2e's session fixture with a sibling folder); it is started once per sessi
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import secrets
@@ -19,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.badinput.strategies import Targets
+from tests.badinput.strategies import Targets, secret
 from tests.e2e.conftest import make_namespace
 from tests.support import fake_servers as fs
 from tests.support import redis_servers as rs
@@ -229,13 +228,7 @@ def bad_env(
         pair_primary=pair.primary.address,
         pair_replica=pair.replica.address,
         auth_server=auth.address,
-        resp6=bad_fakes["resp6"].address,
-        resp6_cluster=bad_fakes["resp6_cluster"].address,
-        http=bad_fakes["http"].address,
-        silent=bad_fakes["silent"].address,
-        closing=bad_fakes["closing"].address,
-        garbage=bad_fakes["garbage"].address,
-        echo=bad_fakes["echo"].address,
+        fakes={name: server.address for name, server in bad_fakes.items()},
         closed=f"{rs.HOST}:{rs.free_port()}",
         apiserver=f"127.0.0.1:{control_plane.apiserver_port}",
         foreign_library=foreign_library,
@@ -265,11 +258,9 @@ def bad_env(
     s = bad_secrets
     env.apply(
         [
-            secret_manifest(targets.secret_good, bad_namespace, {"password": s.password, "username": "default"}),
-            secret_manifest(targets.secret_wrong, bad_namespace, {"password": s.wrong_password}),
-            secret_manifest(
-                targets.secret_limited, bad_namespace, {"username": "limited", "password": s.limited_password}
-            ),
+            secret(targets.secret_good, bad_namespace, {"password": s.password, "username": "default"}),
+            secret(targets.secret_wrong, bad_namespace, {"password": s.wrong_password}),
+            secret(targets.secret_limited, bad_namespace, {"username": "limited", "password": s.limited_password}),
         ]
     )
     return env
@@ -284,14 +275,3 @@ YAML_REFUSED = frozenset(chr(c) for c in [0x7F, *range(0x80, 0xA0)] if c != 0x85
 
 def server_side_applicable(obj: dict[str, Any]) -> bool:
     return not YAML_REFUSED.intersection(json.dumps(obj, ensure_ascii=False))
-
-
-def secret_manifest(name: str, namespace: str, values: dict[str, str | bytes]) -> dict[str, Any]:
-    data = {k: base64.b64encode(v if isinstance(v, bytes) else v.encode()).decode() for k, v in values.items()}
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": name, "namespace": namespace},
-        "type": "Opaque",
-        "data": data,
-    }

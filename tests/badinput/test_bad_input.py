@@ -35,7 +35,7 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from tests.badinput.conftest import BadEnv, secret_manifest
+from tests.badinput.conftest import BadEnv
 from tests.badinput.strategies import (
     PAUSED,
     PERMANENT_REASONS,
@@ -48,6 +48,7 @@ from tests.badinput.strategies import (
     build_cases,
     manifest,
     missing_words,
+    secret,
     sha256,
 )
 from tests.support import redis_servers as rs
@@ -581,7 +582,7 @@ def _simple_code(library: str, body: str = "return 1") -> str:
 def test_bug_non_utf8_password_is_reported_not_crashed(bad_env: BadEnv) -> None:
     env = bad_env
     secret_name = "auth-not-utf8"
-    env.apply([secret_manifest(secret_name, env.namespace, {"password": b"\xff\xfe" + b"x" * 8})])
+    env.apply([secret(secret_name, env.namespace, {"password": b"\xff\xfe" + b"x" * 8})])
     name = "bug-not-utf8-password"
     target = {"endpoints": [env.auth.address], "auth": {"secretRef": {"name": secret_name}}}
     env.apply([manifest(name, env.namespace, target, code=_simple_code("bug_not_utf8"))])
@@ -594,7 +595,7 @@ def test_bug_password_echoed_by_the_server_never_reaches_status_events_or_logs(b
     password = f"Pw-{secrets.token_hex(8)}-ECHOED"  # not in the module's secret list: this test owns it
     server = rs.start_server("redis", base_dir=env.base_dir, extra_config=['rename-command AUTH ""'])
     try:
-        env.apply([secret_manifest("auth-echoed", env.namespace, {"password": password})])
+        env.apply([secret("auth-echoed", env.namespace, {"password": password})])
         name = "bug-echoed-password"
         target = {"endpoints": [server.address], "auth": {"secretRef": {"name": "auth-echoed"}}}
         env.apply([manifest(name, env.namespace, target, code=_simple_code("bug_echoed"), deletionPolicy="Retain")])
