@@ -12,18 +12,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-
-def _resolve_prctl() -> Callable[..., int] | None:
-    if platform.system() != "Linux":
-        return None
-    try:
-        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
-        return prctl
-    except (OSError, AttributeError):
-        return None
-
-
-_PRCTL = _resolve_prctl()  # resolved here, in the parent: no dlopen between fork and exec
+#: prctl(2), resolved here in the parent: no dlopen between fork and exec.
+_PRCTL: Callable[..., int] | None = ctypes.CDLL(None).prctl if platform.system() == "Linux" else None
 
 
 def _die_with_parent() -> None:  # runs in the child, between fork and exec
@@ -52,6 +42,3 @@ def terminate(process: subprocess.Popen[Any] | None, timeout: float) -> None:
             pass
     process.kill()
     process.wait(10)
-
-
-__all__ = ["die_with_parent", "terminate"]
