@@ -7,6 +7,7 @@ to date once the API answers again."""
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import time
 from collections.abc import Iterator
@@ -64,6 +65,38 @@ def ready_scenario(
     scenario, operator = start_scenario(cp, namespace, factory, operators, operator_options=kw)
     scenario.settle()
     return scenario, operator
+
+
+def unread_bytes(pid: int) -> int:
+    """Bytes the kernel holds unread for ``pid``'s TCP sockets (``rx_queue`` in /proc/net/tcp and tcp6).
+
+    A SIGSTOPped process reads nothing, so this only grows while it is frozen: growth after an apply is the watch
+    event sitting in its socket, which is what "the event reached the operator" means.
+    """
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            link = os.readlink(fd)
+            if link.startswith("socket:["):
+                inodes.add(link[len("socket:[") : -1])
+    total = 0
+    for table in (Path("/proc/net/tcp"), Path("/proc/net/tcp6")):
+        for row in table.read_text().splitlines()[1:]:
+            fields = row.split()
+            if fields[9] in inodes:
+                total += int(fields[4].split(":")[1], 16)
+    return total
+
+
+def apply_while_frozen(scenario: Scenario, operator: OperatorProcess, version: int) -> None:
+    """Apply ``version`` to a frozen operator and wait until its watch event is waiting in the operator's sockets."""
+    assert operator.process is not None
+    pid = operator.process.pid
+    before = unread_bytes(pid)
+    scenario.apply(version)
+    rs.wait_until(
+        lambda: unread_bytes(pid) > before, 15, message="the update's watch event to reach the frozen operator"
+    )
 
 
 @contextlib.contextmanager
@@ -145,8 +178,7 @@ def test_kube_apiserver_killed_right_after_an_update(
     cp = private_control_plane
     scenario, operator = ready_scenario(cp, private_namespace, scenario_factory, operator_factory)
     with frozen(operator):
-        scenario.apply(2)
-        time.sleep(1.0)  # for the watch event to reach the frozen operator's socket: nothing observable to poll
+        apply_while_frozen(scenario, operator, 2)
         cp.kill_apiserver()
     down = time.monotonic()
     print()
@@ -204,8 +236,7 @@ def test_etcd_down_right_after_an_update_rollout_and_repair_not_held(
     scenario, operator = ready_scenario(cp, private_namespace, scenario_factory, operator_factory)
     try:
         with frozen(operator):
-            scenario.apply(2)
-            time.sleep(1.0)  # for the watch event to reach the frozen operator's socket: nothing observable to poll
+            apply_while_frozen(scenario, operator, 2)
             cp.stop_etcd()
         down = time.monotonic()
         print()

@@ -32,7 +32,7 @@ def test_delay_is_added_both_ways_and_changes_at_run_time(server_factory: Callab
         client.ping()  # connect and handshake through the proxy first
         assert 0.38 <= timed_ping(client) < 1.5  # one round trip: 200 ms each way
         proxy.set_delay(0)
-        assert timed_ping(client) < 0.1
+        assert timed_ping(client) < 0.3  # under the 0.4 s the old delay takes, with room for a loaded machine
         proxy.set_delay(1500)
         slow = redis.Redis(port=proxy.port, socket_timeout=1, retry=NO_RETRY)
         with pytest.raises(redis.exceptions.TimeoutError):

@@ -247,13 +247,14 @@ async def test_a_test_that_times_out_is_transient_and_keeps_the_new_code(
     flavor: str, server_factory: Callable[..., rs.RedisServer], unique_name: str
 ) -> None:
     # The server answers nobody while the function spins, until busy-reply-threshold: past the client's deadline
-    # (0.3 s, and its one retry's), so the probe meets a timeout, not BUSY.
-    server = server_factory(flavor, extra_config={"busy-reply-threshold": 1500})
+    # (1 s, and its one retry's), so the probe meets a timeout, not BUSY. The deadline is not shorter because it
+    # also bounds the connect, FUNCTION LIST and LOAD before the probe, which a loaded machine may stall for 0.3 s.
+    server = server_factory(flavor, extra_config={"busy-reply-threshold": 5000})
     v1, v2 = library(unique_name, "v1"), library(unique_name, "v2")
     assert (await engine.sync(v1, target_of(server))).ok
     spin = parse_probes([{"name": "spin", "function": f"{unique_name}_spin", "expect": {"type": "nil"}}])
     try:
-        result = await engine.sync(v2, target_of(server, timeout=0.3), probes=spin)
+        result = await engine.sync(v2, target_of(server, timeout=1.0), probes=spin)
     finally:
         rs.wait_until(lambda: _kill_function(server), message="FUNCTION KILL did not stop the spinning function")
     assert result.error is not None and result.error.kind is ErrorKind.TIMEOUT and not result.permanent
