@@ -54,7 +54,26 @@ def make_namespace(control_plane: ControlPlane, request: pytest.FixtureRequest, 
     name = f"{prefix}-{base}-{secrets.token_hex(3)}"
     control_plane.kubectl("create", "namespace", name)
     yield name
+    release_libraries(control_plane, name)
     control_plane.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def release_libraries(control_plane: ControlPlane, namespace: str) -> None:
+    """Remove the namespace's RedisFunctionLibrary objects for good, without their cleanup reaching Redis.
+
+    With no controller-manager a deleted namespace never empties, so its objects used to live on, and the session
+    operator kept retrying them, for the rest of the session, against the addresses of the test's stopped servers.
+    This process never hands a port out twice, but another test run on the same machine may: its server on such a
+    port then received a stranger's library at the next retry (a drift test found a library on a primary it had
+    flushed while a second suite ran beside it). Deleting stops every load (a reconcile ends at the deletion
+    timestamp); dropping the finalizers then ends the cleanup's retries.
+    """
+    kind = "redisfunctionlibraries"
+    control_plane.kubectl("delete", kind, "--all", "-n", namespace, "--wait=false", check=False)
+    left = control_plane.kubectl("get", kind, "-n", namespace, "-o", "name", check=False).stdout.split()
+    for name in left:
+        patch = '{"metadata":{"finalizers":null}}'
+        control_plane.kubectl("patch", name, "-n", namespace, "--type=merge", "-p", patch, check=False)
 
 
 @pytest.fixture

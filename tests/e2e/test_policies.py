@@ -127,7 +127,8 @@ def test_report_on_a_cluster_leaves_drift_until_the_spec_changes_or_a_request_as
     loads_before = write_calls(cluster.running())
     second.client().execute_command("FUNCTION", "DELETE", unique_name)
     obj = wait_drifted(rfl, "lib", first.address, second.address)
-    assert not first.function_libraries() and unique_name not in second.function_libraries()
+    assert not first.function_libraries(), f"{first.address} was repaired: {first.function_libraries()}"
+    assert unique_name not in second.function_libraries(), f"{second.address} was repaired"
     after = write_calls(cluster.running())
     assert all(after[a]["function|load"] == loads_before[a]["function|load"] for a in after), "something loaded"
     status = obj["status"]
