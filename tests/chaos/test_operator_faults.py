@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 
@@ -10,6 +11,7 @@ import redis
 from tests.chaos.conftest import OperatorFactory, Scenario, ScenarioFactory, StatusSampler, condition, soak_scale
 from tests.support import redis_servers as rs
 from tests.support.control_plane import ControlPlane
+from tests.support.operator_process import OperatorProcess
 
 #: A status rewrite that is not flapping: per-node states of the last action settling into Verified.
 SETTLING = re.compile(r"rv \d+: (nodes\[[^\]]+\]\.state: (Loaded|Repaired) -> Verified(; )?)+")
@@ -18,6 +20,11 @@ SETTLING = re.compile(r"rv \d+: (nodes\[[^\]]+\]\.state: (Loaded|Repaired) -> Ve
 def load_calls(server: rs.RedisServer) -> int:
     entry = server.info("commandstats").get("cmdstat_function|load") or {}
     return int(entry.get("calls", 0)) if isinstance(entry, dict) else 0
+
+
+def idle_now(operator: OperatorProcess) -> bool:
+    """No reconcile in flight in ``operator`` at this moment."""
+    return (operator.health() or {}).get("inFlight") == 0
 
 
 def loaded_pairs(scenario: Scenario, version: int) -> int:
@@ -65,11 +72,17 @@ def test_two_operators_no_double_work_no_flapping(
     """Two operator processes for the same namespace (kopf ``standalone``, no peering). A short resyncInterval (5 s)
     makes both resync several times inside the sampling window, so any disagreement between them would show."""
     scenario = scenario_factory(control_plane, chaos_namespace, resyncInterval="5s")
-    operator_factory(control_plane, chaos_namespace, "operator-a")
-    operator_factory(control_plane, chaos_namespace, "operator-b")
+    operators = [operator_factory(control_plane, chaos_namespace, name) for name in ("operator-a", "operator-b")]
     libraries = len(scenario.libraries)
 
+    def idle() -> None:
+        """Each operator seen with no reconcile in flight once: the slower one may still be rolling out what the
+        faster one already finished (and converged the statuses on), and its loads belong to this phase."""
+        for operator in operators:
+            rs.wait_until(functools.partial(idle_now, operator), 20, message="an idle operator")
+
     def loads() -> dict[str, int]:
+        idle()
         return {p.address: load_calls(p) for p in scenario.primaries()}
 
     def extra_loads(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:

@@ -32,6 +32,8 @@ from tests.support import redis_servers as rs
 from tests.support.control_plane import ControlPlane
 from tests.support.tcp_proxy import DelayProxy
 
+#: The operator's count of Secret and ConfigMap reads (by kind and source), as its /metrics names it.
+SECRET_READS = "redis_functions_operator_reference_reads_total{"
 #: Above the operator's default per-call timeout (5 s): every call to the slow node times out.
 SLOW_DELAY_MS = 6000
 
@@ -115,6 +117,8 @@ def test_primary_restarted_empty_replica_resyncs_from_it(scenario: Scenario) -> 
     cluster = scenario.redis_cluster
     victim = scenario.primaries()[2]
     replica = cluster.replica_of(victim)
+    # A restart slower than cluster-node-timeout (2 s) on a stalled machine must not turn into a failover.
+    replica.admin.config_set("cluster-replica-no-failover", "yes")
     scenario.apply(2)
     fault = time.monotonic()
     victim.kill()
@@ -315,7 +319,13 @@ def test_auth_secret_rotated(
         "--from-literal=username=app", f"--from-literal=password={passwords[0]}",
     )  # fmt: skip
     auth = {"auth": {"secretRef": {"name": "redis-auth", "usernameKey": "username", "passwordKey": "password"}}}
-    scenario = start(control_plane, chaos_namespace, scenario_factory, operator_factory, cluster=cluster, target=auth)
+    scenario, operator = start_scenario(
+        control_plane, chaos_namespace, scenario_factory, operator_factory, cluster=cluster, target=auth
+    )
+
+    def secret_reads() -> float:
+        """How many times the operator's reconciles have read a Secret (one read per library per reconcile)."""
+        return sum(v for k, v in operator.metrics().items() if k.startswith(SECRET_READS) and 'kind="Secret"' in k)
 
     def set_secret(password: str) -> float:
         patch = {"data": {"password": base64.b64encode(password.encode()).decode()}}
@@ -328,8 +338,15 @@ def test_auth_secret_rotated(
 
     with StatusSampler(scenario) as sampler:
         on_every_node("ACL", "SETUSER", "app", f">{passwords[1]}")
+        reads = secret_reads()
         set_secret(passwords[1])
-        scenario.wait_objects(lambda _: True, timeout=5, what="the API")  # let the Secret event reach the operator
+        # The old password goes only once every library has been reconciled with the new one (the Secret event
+        # wakes each, and each reads the Secret from the watch's copy, already updated, before it connects).
+        rs.wait_until(
+            lambda: secret_reads() >= reads + len(scenario.libraries),
+            timeout=20,
+            message="every library to read the rotated Secret",
+        )
         on_every_node("ACL", "SETUSER", "app", f"<{passwords[0]}")
         on_every_node("CLIENT", "KILL", "USER", "app")
         victim = scenario.primaries()[0]

@@ -57,11 +57,15 @@ async def test_a_burst_is_bounded_and_given_back(server_factory: Callable[..., r
 async def test_connections_in_use_are_never_taken(server_factory: Callable[..., rs.RedisServer]) -> None:
     server = server_factory("redis")
     endpoint = Endpoint.parse(server.address)
-    async with Connector(Target((endpoint,), Mode.STANDALONE)) as connector:
-        busy = [asyncio.create_task(connector.call(endpoint, "BLPOP", "nothing", "0.5")) for _ in range(4)]
+    # The four BLPOPs block until this test pushes, not for a fixed time: a stalled test process must not see them
+    # end (and their connections go idle) before it asks for the idle ones. 20 s only bounds a failure.
+    async with Connector(Target((endpoint,), Mode.STANDALONE, timeout=30.0)) as connector:
+        busy = [asyncio.create_task(connector.call(endpoint, "BLPOP", "held", "20")) for _ in range(4)]
         await until(lambda: ours(server) == 4, "four commands in flight")
+        await until(lambda: int(server.info("clients")["blocked_clients"]) == 4, "four BLPOPs blocked")
         assert await connector.give_back_idle(keep=0) == 0  # all four are in use
-        assert await asyncio.gather(*busy) == [None] * 4  # each BLPOP timed out normally
+        await asyncio.to_thread(server.admin.rpush, "held", *"abcd")
+        assert sorted(item for _, item in await asyncio.gather(*busy)) == [b"a", b"b", b"c", b"d"]
         assert await connector.give_back_idle(keep=0) == 4
 
 

@@ -244,6 +244,9 @@ async def test_primary_restarted_empty_is_repaired(
     library = make_library(unique_name)
     assert (await engine.sync(library, target_of(cluster.nodes[0]))).ok
     victim = cluster.primaries()[1]
+    # Its replica may not take over: a restart slower than cluster-node-timeout (2 s, a stalled machine) would
+    # otherwise end in a failover instead of the empty primary this test is about.
+    cluster.replica_of(victim).admin.config_set("cluster-replica-no-failover", "yes")
     victim.kill()
     victim.restart()  # before node-timeout: comes back as an empty primary (docs/redis-facts.md F3)
     cluster.wait_healthy()
