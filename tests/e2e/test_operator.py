@@ -284,16 +284,6 @@ def test_operator_restart_resumes_without_reloading_what_is_right(
             assert loads_after[primary.address] == loads_before[primary.address], "reloaded something already right"
 
 
-def handled(stamp: str) -> Callable[[dict[str, object]], bool]:
-    """The status echoes the reconcile request ``stamp``: a reconcile that started after it has finished."""
-
-    def check(obj: dict[str, object]) -> bool:
-        status = obj.get("status")
-        return isinstance(status, dict) and status.get("lastHandledReconcileAt") == stamp
-
-    return check
-
-
 def _wait_gone(rfl: Libraries, name: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -452,7 +442,9 @@ def test_references_are_read_from_the_watch_not_fetched_on_every_reconcile(
             libs.kubectl("annotate", "rfl", "lib", f"redisfunctions.dev/reconcile-requested-at={stamp}", "--overwrite")
             # Handled before the next one: requests arriving while a reconcile runs are served by one more run, so
             # three quick ones could be two reconciles, and two reads.
-            libs.wait_for("lib", handled(stamp), 10, f"{stamp} handled")
+            libs.wait_for(
+                "lib", lambda o, s=stamp: o["status"].get("lastHandledReconcileAt") == s, 10, f"{stamp} handled"
+            )
         rs.wait_until(
             lambda: operator.metrics()[watch] >= first.get(watch, 0) + 4,
             timeout=10,
